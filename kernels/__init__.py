@@ -1,0 +1,1 @@
+"""Kernel sources installed as ``pyml.kernels``: Numba CPU kernels and CUDA C++ sources."""

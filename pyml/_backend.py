@@ -1,0 +1,230 @@
+"""Backend registry: which backends exist, which are usable here and why not, the
+"auto" choice per kernel, the default backend (config_context / set_backend) and threads.
+
+A hot-loop module declares its kernels once with :class:`KernelTable`; the driver asks
+the table for the implementation of the chosen backend. Imports are lazy, so a missing
+compiler, CuPy or GPU only matters to the backend that needs it.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+BACKENDS = ("python", "numba", "cpp", "cython", "cuda")
+
+# Fastest CPU backend first, per hot loop: decided by `pyml bench` on the 2-core
+# development machine (figures in the issue notes). "python" is always last.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "kmeans": ("cpp", "numba", "cython", "python"),
+    "conv2d": ("cpp", "numba", "python"),
+    "attention": ("cpp", "numba", "python"),
+    "als": ("cpp", "cython", "numba", "python"),
+    "mdp": ("cpp", "numba", "python"),
+}
+
+INSTALL_HINT = {
+    "numba": "the numba backend needs numba (pip install numba)",
+    "cpp": "the cpp backend needs the compiled extension pyml._cpp (reinstall pyml with a C++17 compiler and OpenMP)",
+    "cython": "the cython backend needs the compiled extension pyml._cython (reinstall pyml with Cython and a C compiler)",
+    "cuda": "the cuda backend needs cupy and a CUDA device; install pyml[cuda12] or pyml[cuda13]",
+}
+
+
+class BackendUnavailableError(RuntimeError):
+    """Raised when a backend was asked for explicitly but cannot run here."""
+
+
+# --------------------------------------------------------------------------- probes
+@lru_cache(maxsize=None)
+def _probe(backend: str) -> str | None:
+    """Return None when ``backend`` is usable, else the reason it is not."""
+    try:
+        if backend == "python":
+            return None
+        if backend == "numba":
+            importlib.import_module("numba")
+            return None
+        if backend == "cpp":
+            importlib.import_module("pyml._cpp._info")
+            return None
+        if backend == "cython":
+            importlib.import_module("pyml._cython.kmeans")
+            return None
+        if backend == "cuda":
+            cp = importlib.import_module("cupy")
+            if cp.cuda.runtime.getDeviceCount() < 1:
+                return "no CUDA device found; " + INSTALL_HINT["cuda"]
+            return None
+    except Exception as exc:  # ImportError, CUDARuntimeError, ...
+        return f"{INSTALL_HINT[backend]} ({type(exc).__name__}: {exc})"
+    return f"unknown backend {backend!r}"
+
+
+def backends() -> dict[str, str | None]:
+    """Map every backend name to None if it is available, else to the reason why not.
+
+    Examples
+    --------
+    >>> import pyml
+    >>> pyml.backends()["python"] is None
+    True
+    """
+    return {b: _probe(b) for b in BACKENDS}
+
+
+def available_backends() -> list[str]:
+    return [b for b in BACKENDS if _probe(b) is None]
+
+
+# --------------------------------------------------------------------------- config
+_local = threading.local()
+_global_config = {"backend": os.environ.get("PYML_BACKEND", "auto")}
+
+
+def _check_backend_name(backend: str) -> str:
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def get_config() -> dict[str, Any]:
+    return dict(getattr(_local, "config", None) or _global_config)
+
+
+def set_backend(backend: str) -> None:
+    """Set the process-wide default backend ("auto", "python", "numba", "cpp", "cython", "cuda")."""
+    _global_config["backend"] = _check_backend_name(backend)
+
+
+@contextlib.contextmanager
+def config_context(*, backend: str | None = None) -> Iterator[None]:
+    """Temporarily change the default backend in this thread.
+
+    Examples
+    --------
+    >>> import pyml
+    >>> with pyml.config_context(backend="python"):
+    ...     pyml.get_config()["backend"]
+    'python'
+    """
+    old = getattr(_local, "config", None)
+    new = get_config()
+    if backend is not None:
+        new["backend"] = _check_backend_name(backend)
+    _local.config = new
+    try:
+        yield
+    finally:
+        _local.config = old
+
+
+# --------------------------------------------------------------------------- arrays
+def is_cupy(x: Any) -> bool:
+    return type(x).__module__.startswith("cupy")
+
+
+def array_module(*arrays: Any):
+    """numpy, or cupy when any argument is a CuPy array (outputs follow inputs)."""
+    if any(is_cupy(a) for a in arrays):
+        return importlib.import_module("cupy")
+    return np
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return x.get() if is_cupy(x) else np.asarray(x)
+
+
+# --------------------------------------------------------------------------- dispatch
+def resolve_backend(backend: str | None, family: str, supported: tuple[str, ...],
+                    *arrays: Any) -> str:
+    """Turn a user's ``backend=`` into a concrete backend that supports this kernel."""
+    backend = _check_backend_name(get_config()["backend"] if backend is None else backend)
+    gpu_input = any(is_cupy(a) for a in arrays)
+    if backend == "auto":
+        if gpu_input:
+            backend = "cuda"
+        else:
+            for b in AUTO_ORDER.get(family, ("python",)):
+                if b in supported and _probe(b) is None:
+                    return b
+            return "python"
+    if backend not in supported:
+        raise BackendUnavailableError(
+            f"{family} has no {backend!r} kernel; available kernels: {', '.join(supported)}")
+    reason = _probe(backend)
+    if reason is not None:
+        raise BackendUnavailableError(reason)
+    if gpu_input and backend != "cuda":
+        raise ValueError(f"CuPy input needs backend='cuda' or 'auto', got {backend!r}; "
+                         "move the data to the host with .get() for a CPU backend")
+    return backend
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """The implementations of one kernel, by backend, as "module:attribute" strings.
+
+    >>> t = KernelTable("demo", "kmeans", {"python": "math:sqrt"})
+    >>> t.get("python")(4.0)
+    2.0
+    """
+
+    name: str
+    family: str
+    impls: dict[str, str]
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(b for b in BACKENDS if b in self.impls)
+
+    def resolve(self, backend: str | None, *arrays: Any) -> str:
+        return resolve_backend(backend, self.family, self.backends, *arrays)
+
+    def get(self, backend: str) -> Callable:
+        return _load(self.name, backend, self.impls[backend])
+
+
+@lru_cache(maxsize=None)
+def _load(name: str, backend: str, target: str) -> Callable:
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as exc:
+        raise BackendUnavailableError(
+            f"{name}: cannot load the {backend} kernel {target} "
+            f"({type(exc).__name__}: {exc}); {INSTALL_HINT.get(backend, '')}") from exc
+
+
+# --------------------------------------------------------------------------- threads
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in Numba, OpenMP (C++/Cython) and BLAS kernels."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = int(n)
+    if _probe("numba") is None:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if _probe("cpp") is None:
+        importlib.import_module("pyml._cpp._info").set_num_threads(n)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
+    _global_config["num_threads"] = n
+
+
+def get_num_threads() -> int:
+    if "num_threads" in _global_config:
+        return _global_config["num_threads"]
+    if _probe("cpp") is None:
+        return importlib.import_module("pyml._cpp._info").get_num_threads()
+    return os.cpu_count() or 1

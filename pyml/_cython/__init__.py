@@ -1,0 +1,1 @@
+"""Compiled Cython kernels (nogil + OpenMP prange): one extension module per hot loop."""
