@@ -14,6 +14,7 @@ from ._backend import (  # noqa: E402
     set_backend,
     set_num_threads,
 )
+from . import datasets  # noqa: E402
 
 __all__ = [
     "BackendUnavailableError", "available_backends", "backends", "config_context", "get_config",
