@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from pyml.benchmarks import _harness as h
 
@@ -20,7 +21,7 @@ def test_run_reports_rates_roof_and_peer_ratio(tmp_path):
     assert roof_out is roof
     fast, slow, broken = rows
     assert len(fast.repeats) == 3 and fast.seconds == np.median(fast.repeats)
-    assert fast.rate == fast.roof_pct  # roof of 100 GFLOP/s: % equals GFLOP/s
+    assert fast.rate == pytest.approx(fast.roof_pct)  # roof of 100 GFLOP/s: % equals GFLOP/s
     assert slow.vs_best_peer == 1.0 and fast.vs_best_peer > 1.0
     assert broken.error.startswith("ZeroDivisionError") and broken.vs_best_peer is None
     table = h.format_table(rows, roof)
@@ -28,6 +29,12 @@ def test_run_reports_rates_roof_and_peer_ratio(tmp_path):
     h.write_json(rows, roof, tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["rows"][0]["label"] == "pyml[numpy]" and "machine" in data
+
+
+def test_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")  # a `bench` extra, not a test dependency
+    rows, _ = h.run([_case()], repeat=1, roof={"sgemm": 1.0, "dgemm": 1.0, "stream": 1.0},
+                    progress=False)
     h.plot(rows, str(tmp_path / "r.png"))
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
