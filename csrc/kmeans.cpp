@@ -1,0 +1,316 @@
+// k-means / k-medians kernels: argmin_i ||x-mu_i||^2 = argmin_i (||mu_i||^2 - 2 x.mu_i), argmin_i ||x-m_i||_1,
+// weighted centre sums and coordinate medians. Fast: per-thread SciPy-BLAS sgemm/dgemm on cache-sized tiles + fused argmin.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+namespace py = pybind11;
+template <typename T>
+using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+namespace {
+
+// Fortran BLAS gemm as exported by scipy.linalg.cython_blas (no link-time BLAS dependency).
+template <typename T>
+using gemm_t = void (*)(const char*, const char*, const int*, const int*, const int*, const T*,
+                        const T*, const int*, const T*, const int*, const T*, T*, const int*);
+
+template <typename T>
+gemm_t<T> blas_gemm() {
+    static gemm_t<T> fn = nullptr;  // looked up once, with the GIL held
+    if (!fn) {
+        py::object capi = py::module_::import("scipy.linalg.cython_blas").attr("__pyx_capi__");
+        py::object cap = capi[std::is_same<T, float>::value ? "sgemm" : "dgemm"];
+        PyObject* c = cap.ptr();
+        void* p = PyCapsule_GetPointer(c, PyCapsule_GetName(c));
+        if (!p) throw py::error_already_set();
+        fn = reinterpret_cast<gemm_t<T>>(p);
+    }
+    return fn;
+}
+
+
+void check_2d(const py::buffer_info& X, const py::buffer_info& C) {
+    if (X.ndim != 2 || C.ndim != 2 || X.shape[1] != C.shape[1] || X.shape[0] < 1 || C.shape[0] < 1)
+        throw std::invalid_argument("kmeans kernel: X (n, d) and C (k, d) with n, k, d >= 1 expected");
+}
+
+template <typename T>
+py::tuple kmeans_assign(Arr<T> Xa, Arr<T> Ca, int ROWS, int KBLOCK) {
+    auto X = Xa.request(), C = Ca.request();
+    check_2d(X, C);
+    if (ROWS < 1 || KBLOCK < 1) throw std::invalid_argument("kmeans_assign: rows and kblock must be >= 1");
+    const int64_t n = X.shape[0];
+    const int d = static_cast<int>(X.shape[1]), k = static_cast<int>(C.shape[0]);
+    py::array_t<int32_t> labels_a(n);
+    Arr<T> dist_a(n);
+    int32_t* labels = labels_a.mutable_data();
+    T* dist = dist_a.mutable_data();
+    const T* x = static_cast<const T*>(X.ptr);
+    const T* c = static_cast<const T*>(C.ptr);
+    gemm_t<T> gemm = blas_gemm<T>();
+    {
+        py::gil_scoped_release release;
+        std::vector<T> cnorm(k);
+        for (int i = 0; i < k; ++i) {
+            T s = 0;
+            for (int t = 0; t < d; ++t) s += c[(int64_t)i * d + t] * c[(int64_t)i * d + t];
+            cnorm[i] = s;
+        }
+        const int kb = std::min(k, KBLOCK);
+        const int64_t ntiles = (n + ROWS - 1) / ROWS;
+        const int nt = omp_get_max_threads();
+        std::vector<T> scratch((size_t)nt * ROWS * kb);
+        std::vector<T> bestv((size_t)nt * ROWS);
+        std::vector<int32_t> besti((size_t)nt * ROWS);
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num();
+            T* G = scratch.data() + (size_t)tid * ROWS * kb;
+            T* bv = bestv.data() + (size_t)tid * ROWS;
+            int32_t* bi = besti.data() + (size_t)tid * ROWS;
+            const T alpha = -2, beta = 0;
+            const char tr = 'T', nn = 'N';
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t tile = 0; tile < ntiles; ++tile) {
+                const int64_t r0 = tile * ROWS;
+                const int rows = (int)std::min<int64_t>(ROWS, n - r0);
+                for (int r = 0; r < rows; ++r) { bv[r] = std::numeric_limits<T>::infinity(); bi[r] = 0; }
+                for (int j0 = 0; j0 < k; j0 += kb) {
+                    const int kk = std::min(kb, k - j0);
+                    // column-major G (rows x kk) = X_tile (d x rows)^T * C_blk (d x kk), i.e. row j of
+                    // the row-major (kk x rows) buffer holds -2 x.c_j for every point of the tile
+                    gemm(&tr, &nn, &rows, &kk, &d, &alpha, x + r0 * d, &d, c + (int64_t)j0 * d, &d, &beta, G, &rows);
+                    // fused argmin, vectorised across points (compare + blend, no horizontal reduction);
+                    // ascending j with a strict < keeps the smallest index on a tie
+                    for (int j = 0; j < kk; ++j) {
+                        const T* g = G + (size_t)j * rows;
+                        const T cj = cnorm[j0 + j];
+                        const int32_t jj = j0 + j;
+#pragma omp simd
+                        for (int r = 0; r < rows; ++r) {
+                            const T v = g[r] + cj;
+                            const bool better = v < bv[r];
+                            bv[r] = better ? v : bv[r];
+                            bi[r] = better ? jj : bi[r];
+                        }
+                    }
+                }
+                for (int r = 0; r < rows; ++r) {
+                    // exact distance to the chosen centre: the expanded form cancels when ||x|| >> ||x-c||
+                    const T* xr = x + (r0 + r) * d;
+                    const T* cr = c + (int64_t)bi[r] * d;
+                    double s = 0;
+                    for (int t = 0; t < d; ++t) {
+                        double diff = (double)xr[t] - (double)cr[t];
+                        s += diff * diff;
+                    }
+                    labels[r0 + r] = bi[r];
+                    dist[r0 + r] = (T)s;
+                }
+            }
+        }
+    }
+    return py::make_tuple(labels_a, dist_a);
+}
+
+template <typename T>
+py::tuple kmedians_assign(Arr<T> Xa, Arr<T> Ca) {
+    auto X = Xa.request(), C = Ca.request();
+    check_2d(X, C);
+    const int64_t n = X.shape[0];
+    const int d = static_cast<int>(X.shape[1]), k = static_cast<int>(C.shape[0]);
+    py::array_t<int32_t> labels_a(n);
+    Arr<T> dist_a(n);
+    int32_t* labels = labels_a.mutable_data();
+    T* dist = dist_a.mutable_data();
+    const T* x = static_cast<const T*>(X.ptr);
+    const T* c = static_cast<const T*>(C.ptr);
+    {
+        py::gil_scoped_release release;
+#pragma omp parallel for schedule(static)
+        for (int64_t j = 0; j < n; ++j) {
+            const T* xj = x + j * d;
+            double best = std::numeric_limits<double>::infinity();
+            int32_t bi = 0;
+            for (int i = 0; i < k; ++i) {
+                const T* ci = c + (int64_t)i * d;
+                double s = 0;
+#pragma omp simd reduction(+ : s)
+                for (int t = 0; t < d; ++t) s += std::abs((double)xj[t] - (double)ci[t]);
+                if (s < best) { best = s; bi = i; }
+            }
+            labels[j] = bi;
+            dist[j] = (T)best;
+        }
+    }
+    return py::make_tuple(labels_a, dist_a);
+}
+
+// Same rule as pyml.reference.kmeans.relocate_empty; serial because it is O(n) per empty cluster.
+template <typename T>
+void relocate_empty(const double* w, const int32_t* labels, const T* dist, int64_t n, int k,
+                    std::vector<int32_t>& lab) {
+    std::vector<double> W(k, 0.0);
+    for (int64_t j = 0; j < n; ++j) W[labels[j]] += w[j];
+    lab.assign(labels, labels + n);
+    double prev_d = std::numeric_limits<double>::infinity();
+    int64_t prev_j = -1;
+    for (int i = 0; i < k; ++i) {
+        if (W[i] != 0.0) continue;
+        double best_d = -std::numeric_limits<double>::infinity();
+        int64_t best_j = -1;
+        for (int64_t j = 0; j < n; ++j) {
+            const double dj = (double)dist[j];
+            if (w[j] > 0.0 && (dj < prev_d || (dj == prev_d && j > prev_j)) && dj > best_d) {
+                best_d = dj;
+                best_j = j;
+            }
+        }
+        if (best_j < 0) break;
+        lab[best_j] = i;
+        prev_d = best_d;
+        prev_j = best_j;
+    }
+}
+
+void check_update(const py::buffer_info& X, const py::buffer_info& w, const py::buffer_info& l,
+                  const py::buffer_info& dist, const py::buffer_info& C) {
+    check_2d(X, C);
+    const auto n = X.shape[0];
+    if (w.ndim != 1 || l.ndim != 1 || dist.ndim != 1 || w.shape[0] != n || l.shape[0] != n || dist.shape[0] != n)
+        throw std::invalid_argument("kmeans update: w, labels, dist must have shape (n,)");
+    const int32_t* lab = static_cast<const int32_t*>(l.ptr);
+    for (py::ssize_t j = 0; j < n; ++j)
+        if (lab[j] < 0 || lab[j] >= C.shape[0]) throw std::invalid_argument("kmeans update: label out of range");
+}
+
+template <typename T>
+Arr<T> kmeans_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Arr<T> Ca) {
+    auto X = Xa.request(), w = wa.request(), l = la.request(), dd = da.request(), C = Ca.request();
+    check_update(X, w, l, dd, C);
+    const int64_t n = X.shape[0];
+    const int d = static_cast<int>(X.shape[1]), k = static_cast<int>(C.shape[0]);
+    Arr<T> out_a({(py::ssize_t)k, (py::ssize_t)d});
+    T* mu = out_a.mutable_data();
+    const T* x = static_cast<const T*>(X.ptr);
+    const T* c = static_cast<const T*>(C.ptr);
+    const double* wp = static_cast<const double*>(w.ptr);
+    {
+        py::gil_scoped_release release;
+        std::vector<int32_t> lab;
+        relocate_empty<T>(wp, static_cast<const int32_t*>(l.ptr), static_cast<const T*>(dd.ptr), n, k, lab);
+        const int nt = omp_get_max_threads();
+        const size_t stride = (size_t)k * (d + 1);  // per thread: k sums of d, then k weights
+        std::vector<double> part((size_t)nt * stride, 0.0);
+#pragma omp parallel num_threads(nt)
+        {
+            double* S = part.data() + (size_t)omp_get_thread_num() * stride;
+            double* W = S + (size_t)k * d;
+#pragma omp for schedule(static)
+            for (int64_t j = 0; j < n; ++j) {
+                const int32_t i = lab[j];
+                const double wj = wp[j];
+                const T* xj = x + j * d;
+                double* Si = S + (size_t)i * d;
+                W[i] += wj;
+#pragma omp simd
+                for (int t = 0; t < d; ++t) Si[t] += wj * (double)xj[t];
+            }
+#pragma omp for schedule(static)
+            for (int i = 0; i < k; ++i) {
+                double tw = 0;
+                for (int p = 0; p < nt; ++p) tw += part[(size_t)p * stride + (size_t)k * d + i];
+                for (int t = 0; t < d; ++t) {
+                    if (tw > 0.0) {
+                        double s = 0;
+                        for (int p = 0; p < nt; ++p) s += part[(size_t)p * stride + (size_t)i * d + t];
+                        mu[(size_t)i * d + t] = (T)(s / tw);
+                    } else {
+                        mu[(size_t)i * d + t] = c[(size_t)i * d + t];  // no weight: keep the old centre
+                    }
+                }
+            }
+        }
+    }
+    return out_a;
+}
+
+template <typename T>
+Arr<T> kmedians_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Arr<T> Ca) {
+    auto X = Xa.request(), w = wa.request(), l = la.request(), dd = da.request(), C = Ca.request();
+    check_update(X, w, l, dd, C);
+    const int64_t n = X.shape[0];
+    const int d = static_cast<int>(X.shape[1]), k = static_cast<int>(C.shape[0]);
+    Arr<T> out_a({(py::ssize_t)k, (py::ssize_t)d});
+    T* m = out_a.mutable_data();
+    const T* x = static_cast<const T*>(X.ptr);
+    const T* c = static_cast<const T*>(C.ptr);
+    const double* wp = static_cast<const double*>(w.ptr);
+    {
+        py::gil_scoped_release release;
+        std::vector<int32_t> lab;
+        relocate_empty<T>(wp, static_cast<const int32_t*>(l.ptr), static_cast<const T*>(dd.ptr), n, k, lab);
+        // members of each cluster, contiguous and in index order (counting sort)
+        std::vector<int64_t> start(k + 1, 0), members(n);
+        for (int64_t j = 0; j < n; ++j) ++start[lab[j] + 1];
+        for (int i = 0; i < k; ++i) start[i + 1] += start[i];
+        std::vector<int64_t> fill(start.begin(), start.end() - 1);
+        for (int64_t j = 0; j < n; ++j) members[fill[lab[j]]++] = j;
+        int64_t maxcnt = 0;
+        for (int i = 0; i < k; ++i) maxcnt = std::max(maxcnt, start[i + 1] - start[i]);
+        std::copy(c, c + (size_t)k * d, m);
+#pragma omp parallel
+        {
+            std::vector<std::pair<T, double>> vw((size_t)maxcnt);  // per thread, sized once
+#pragma omp for schedule(dynamic, 1)
+            for (int i = 0; i < k; ++i) {
+                const int64_t s0 = start[i], cnt = start[i + 1] - s0;
+                double half = 0;
+                for (int64_t q = 0; q < cnt; ++q) half += wp[members[s0 + q]];
+                if (cnt == 0 || !(half > 0.0)) continue;
+                half *= 0.5;
+                for (int t = 0; t < d; ++t) {
+                    for (int64_t q = 0; q < cnt; ++q) {
+                        const int64_t j = members[s0 + q];
+                        vw[q] = {x[j * d + t], wp[j]};
+                    }
+                    // stable: equal values keep index order, as the reference's sorted()
+                    std::stable_sort(vw.begin(), vw.begin() + cnt,
+                                     [](const auto& a, const auto& b) { return a.first < b.first; });
+                    double acc = 0;
+                    T med = vw[cnt - 1].first;
+                    for (int64_t q = 0; q < cnt; ++q) {
+                        acc += vw[q].second;
+                        if (acc >= half) { med = vw[q].first; break; }
+                    }
+                    m[(size_t)i * d + t] = med;
+                }
+            }
+        }
+    }
+    return out_a;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(kmeans, m) {
+    m.doc() = "k-means / k-medians kernels (pyml._cpp.kmeans); see pyml/_kmeans_driver.py";
+    // rows x kblock: the tile of scores (256 KiB in float32) stays in L2 next to the X tile
+    m.def("kmeans_assign", &kmeans_assign<float>, py::arg("X"), py::arg("C"), py::arg("rows") = 256, py::arg("kblock") = 256);
+    m.def("kmeans_assign", &kmeans_assign<double>, py::arg("X"), py::arg("C"), py::arg("rows") = 256, py::arg("kblock") = 256);
+    m.def("kmedians_assign", &kmedians_assign<float>, py::arg("X"), py::arg("C"));
+    m.def("kmedians_assign", &kmedians_assign<double>, py::arg("X"), py::arg("C"));
+    m.def("kmeans_update", &kmeans_update<float>);
+    m.def("kmeans_update", &kmeans_update<double>);
+    m.def("kmedians_update", &kmedians_update<float>);
+    m.def("kmedians_update", &kmedians_update<double>);
+}

@@ -1,0 +1,173 @@
+"""k-means / k-medians reference: plain Python loops that mirror the textbook equations.
+
+Sources (../shared/seeds/):
+- 000 "K-Means Clustering": J = sum_i sum_{x_j in C_i} ||x_j - mu_i||^2 (also 003, SSE in 002 §4.3).
+- 002 §5 "K-Means vs. K-Medians": k-medians minimises sum |x_j - m_i|_1 with the
+  coordinate-wise median as the centre.
+- 004 "Initialization ... (3) k-means++": the next centre is drawn with probability
+  proportional to D(x)^2, the squared distance to the nearest centre chosen so far.
+
+This module is the oracle of the tests; it never imports a kernel or the backend registry.
+Every function has the same signature as its compiled kernels (pyml/_kmeans_driver.py).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def kmeans_assign(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """c(x_j) = argmin_i ||x_j - mu_i||^2 and that squared distance (seed 000, J)."""
+    n, d = X.shape
+    k = C.shape[0]
+    labels = np.zeros(n, np.int32)
+    dist = np.zeros(n, X.dtype)
+    for j in range(n):
+        best, best_i = math.inf, 0
+        for i in range(k):
+            s = 0.0
+            for t in range(d):
+                diff = float(X[j, t]) - float(C[i, t])
+                s += diff * diff
+            if s < best:  # strict: the smallest index wins a tie
+                best, best_i = s, i
+        labels[j], dist[j] = best_i, best
+    return labels, dist
+
+
+def kmedians_assign(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """c(x_j) = argmin_i ||x_j - m_i||_1 and that L1 distance (seed 002 §5)."""
+    n, d = X.shape
+    k = C.shape[0]
+    labels = np.zeros(n, np.int32)
+    dist = np.zeros(n, X.dtype)
+    for j in range(n):
+        best, best_i = math.inf, 0
+        for i in range(k):
+            s = 0.0
+            for t in range(d):
+                s += abs(float(X[j, t]) - float(C[i, t]))
+            if s < best:
+                best, best_i = s, i
+        labels[j], dist[j] = best_i, best
+    return labels, dist
+
+
+def relocate_empty(w: np.ndarray, labels: np.ndarray, dist: np.ndarray, k: int) -> np.ndarray:
+    """Labels after moving, for every cluster of zero total weight (ascending index), the
+    positive-weight point farthest from its centre (ties: smallest index) into it.
+
+    This is the empty-cluster rule of the Lloyd update shared by every backend.
+    """
+    n = labels.shape[0]
+    W = [0.0] * k
+    for j in range(n):
+        W[labels[j]] += float(w[j])
+    new = labels.copy()
+    prev_d, prev_j = math.inf, -1  # picks go down the order (dist desc, index asc)
+    for i in range(k):
+        if W[i] != 0.0:
+            continue
+        best_d, best_j = -math.inf, -1
+        for j in range(n):
+            dj = float(dist[j])
+            after_prev = dj < prev_d or (dj == prev_d and j > prev_j)
+            if w[j] > 0.0 and after_prev and dj > best_d:
+                best_d, best_j = dj, j
+        if best_j < 0:  # fewer positive-weight points than clusters: leave it empty
+            break
+        new[best_j] = i
+        prev_d, prev_j = best_d, best_j
+    return new
+
+
+def kmeans_update(X: np.ndarray, w: np.ndarray, labels: np.ndarray, dist: np.ndarray,
+                  C: np.ndarray) -> np.ndarray:
+    """mu_i = sum_{x_j in C_i} w_j x_j / sum_{x_j in C_i} w_j, the minimiser of J for fixed
+    assignments (seed 000); a cluster left with zero weight keeps its old centre."""
+    n, d = X.shape
+    k = C.shape[0]
+    lab = relocate_empty(w, labels, dist, k)
+    S = [[0.0] * d for _ in range(k)]
+    W = [0.0] * k
+    for j in range(n):
+        i = lab[j]
+        W[i] += float(w[j])
+        for t in range(d):
+            S[i][t] += float(w[j]) * float(X[j, t])
+    mu = C.copy()
+    for i in range(k):
+        if W[i] > 0.0:
+            for t in range(d):
+                mu[i, t] = S[i][t] / W[i]
+    return mu
+
+
+def weighted_median(values: list[float], weights: list[float]) -> float:
+    """The smallest v with sum of the weights of values <= v at least half the total."""
+    order = sorted(range(len(values)), key=lambda j: values[j])
+    half = 0.5 * sum(weights)
+    acc = 0.0
+    for j in order:
+        acc += weights[j]
+        if acc >= half:
+            return values[j]
+    return values[order[-1]]
+
+
+def kmedians_update(X: np.ndarray, w: np.ndarray, labels: np.ndarray, dist: np.ndarray,
+                    C: np.ndarray) -> np.ndarray:
+    """m_i[t] = weighted median of {x_j[t] : x_j in C_i} (seed 002 §5), per coordinate t."""
+    n, d = X.shape
+    k = C.shape[0]
+    lab = relocate_empty(w, labels, dist, k)
+    m = C.copy()
+    for i in range(k):
+        members = [j for j in range(n) if lab[j] == i]
+        weights = [float(w[j]) for j in members]
+        if not members or sum(weights) <= 0.0:
+            continue
+        for t in range(d):
+            m[i, t] = weighted_median([float(X[j, t]) for j in members], weights)
+    return m
+
+
+def objective(X: np.ndarray, w: np.ndarray, C: np.ndarray, metric: str = "euclidean") -> float:
+    """J = sum_j w_j min_i ||x_j - mu_i||^2 (seed 000), or the L1 version for k-medians."""
+    _, dist = (kmeans_assign if metric == "euclidean" else kmedians_assign)(X, C)
+    return float(sum(float(w[j]) * float(dist[j]) for j in range(X.shape[0])))
+
+
+def kmeans_plusplus(X: np.ndarray, n_clusters: int, w: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """k-means++ seeding (seed 004): the first centre drawn with probability w_j / sum w,
+    each next one with probability w_j D(x_j)^2 / sum_l w_l D(x_l)^2.
+
+    One uniform draw per centre, inverted through the cumulative weights, so the
+    vectorised pyml.kmeans.kmeans_plusplus makes the same picks from the same generator.
+    """
+    n, d = X.shape
+    D2 = [1.0] * n  # before the first pick every point has the same "distance"
+    indices = []
+    for _ in range(n_clusters):
+        p = [float(w[j]) * D2[j] for j in range(n)]
+        total = sum(p)
+        if total <= 0.0:  # every point already chosen (duplicates): fall back to weights
+            p, total = [float(w[j]) for j in range(n)], float(sum(w))
+        u = rng.random() * total
+        acc, pick = 0.0, n - 1
+        for j in range(n):
+            acc += p[j]
+            if u < acc:
+                pick = j
+                break
+        indices.append(pick)
+        for j in range(n):
+            s = 0.0
+            for t in range(d):
+                diff = float(X[j, t]) - float(X[pick, t])
+                s += diff * diff
+            D2[j] = s if len(indices) == 1 else min(D2[j], s)
+    idx = np.array(indices, np.int64)
+    return X[idx].copy(), idx
