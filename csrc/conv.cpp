@@ -1,0 +1,387 @@
+// Computes conv2d fwd/bwd as unrolled windows (cols rows X[b, c, s*i-p+d*m, s*j-p+d*n]) times the
+// kernel matrix, and max/avg pooling forward/backward on NCHW float/double arrays.
+// Fast by: one OpenMP region per call over images / planes no other thread writes, a precomputed
+// valid column range per tap so the inner `omp simd` loop is branch-free.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+#include <stdexcept>
+
+namespace py = pybind11;
+template <typename T>
+using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using Idx = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+namespace {
+
+// [j0, j1): the output columns j with 0 <= s*j + off < W.
+inline void valid_range(long s, long off, long W, long OW, long &j0, long &j1) {
+    j0 = off >= 0 ? 0 : (-off + s - 1) / s;
+    j1 = W - off <= 0 ? 0 : (W - off + s - 1) / s;
+    j1 = std::min(std::max(j1, j0), OW);
+    j0 = std::min(j0, j1);
+}
+
+// Small problems (LeNet on 8x8 digits) run on one thread: on a loaded 2-core machine a
+// parallel region's barrier waits for a descheduled peer and costs 10x the work (measured:
+// LeNet example 42 s with 2 threads vs 2.5 s with 1 while 3 other jobs ran).
+inline bool parallel_worth(long multiply_adds) { return multiply_adds > (1L << 21); }
+
+void need(bool ok, const char *what) {
+    if (!ok) throw std::invalid_argument(what);
+}
+
+// Unroll one (image, channel) plane into its KH*KW rows of OH*OW columns.
+template <typename T>
+void im2col_plane(const T *plane, T *rows, long H, long W, long KH, long KW, long sh, long sw,
+                  long ph, long pw, long dh, long dw, long OH, long OW) {
+    for (long m = 0; m < KH; ++m)
+        for (long n = 0; n < KW; ++n) {
+            T *row = rows + (m * KW + n) * OH * OW;
+            const long xo = dw * n - pw;
+            long j0, j1;
+            valid_range(sw, xo, W, OW, j0, j1);
+            for (long i = 0; i < OH; ++i) {
+                T *r = row + i * OW;
+                const long y = sh * i - ph + dh * m;
+                if (y < 0 || y >= H) {
+                    std::fill(r, r + OW, T(0));
+                    continue;
+                }
+                std::fill(r, r + j0, T(0));
+                std::fill(r + j1, r + OW, T(0));
+                const T *src = plane + y * W + xo;
+                if (sw == 1) {
+#pragma omp simd
+                    for (long j = j0; j < j1; ++j) r[j] = src[j];
+                } else {
+#pragma omp simd
+                    for (long j = j0; j < j1; ++j) r[j] = src[sw * j];
+                }
+            }
+        }
+}
+
+// Scatter-add the KH*KW rows of one channel back into its (zeroed here) input plane.
+template <typename T>
+void col2im_plane(const T *rows, T *plane, long H, long W, long KH, long KW, long sh, long sw,
+                  long ph, long pw, long dh, long dw, long OH, long OW) {
+    std::fill(plane, plane + H * W, T(0));
+    for (long m = 0; m < KH; ++m)
+        for (long n = 0; n < KW; ++n) {
+            const T *row = rows + (m * KW + n) * OH * OW;
+            const long xo = dw * n - pw;
+            long j0, j1;
+            valid_range(sw, xo, W, OW, j0, j1);
+            for (long i = 0; i < OH; ++i) {
+                const long y = sh * i - ph + dh * m;
+                if (y < 0 || y >= H) continue;
+                T *dst = plane + y * W + xo;
+                const T *r = row + i * OW;
+                // Distinct j hit distinct columns (s >= 1), so the loop is vectorisable.
+#pragma omp simd
+                for (long j = j0; j < j1; ++j) dst[sw * j] += r[j];
+            }
+        }
+}
+
+// Computes conv2d forward / backward as per-image GEMMs on unrolled windows:
+// Y[b] = K (O x C*KH*KW) @ cols[b], dK = sum_b dY[b] @ cols[b]^T, dcols[b] = K^T @ dY[b].
+// Fast by: OpenMP over images, each thread unrolls into its own cache-resident buffer and calls
+// single-threaded BLAS ?gemm (SciPy's, through the cython_blas function pointer the driver
+// passes in), so one thread pool does all the work; no allocation inside the image loop.
+// Fortran BLAS ?gemm as exported by scipy.linalg.cython_blas (LP64 int).
+template <typename T>
+using gemm_t = void (*)(const char *, const char *, const int *, const int *, const int *,
+                        const T *, const T *, const int *, const T *, const int *, const T *, T *,
+                        const int *);
+
+// Row-major C (r x c) is column-major C^T, so C = A @ B becomes C^T = B^T @ A^T in BLAS terms.
+template <typename T>
+inline void gemm_rm(gemm_t<T> gemm, bool ta, bool tb, int M, int N, int K, const T *A, int lda,
+                    const T *B, int ldb, T beta, T *C, int ldc) {
+    const T one = T(1);
+    const char *nb = tb ? "T" : "N", *na = ta ? "T" : "N";
+    gemm(nb, na, &N, &M, &K, &one, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+struct Geo {
+    long KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, groups;
+    bool pointwise() const {
+        return KH == 1 && KW == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
+    }
+};
+
+template <typename T>
+void conv_forward_gemm(Arr<T> x, Arr<T> w, Arr<T> bias, bool has_bias, Arr<T> y, long KH, long KW,
+                       long sh, long sw, long ph, long pw, long dh, long dw, long groups,
+                       uintptr_t gemm_ptr) {
+    need(x.ndim() == 4 && w.ndim() == 4 && y.ndim() == 4, "conv_forward_gemm: 4-D arrays expected");
+    const long B = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3), O = w.shape(0);
+    const Geo g{KH, KW, sh, sw, ph, pw, dh, dw, y.shape(2), y.shape(3), groups};
+    const long P = g.OH * g.OW, Cg = C / groups, Og = O / groups, Kg = Cg * KH * KW;
+    need(y.shape(0) == B && y.shape(1) == O && w.shape(1) == Cg && w.shape(2) == KH &&
+             w.shape(3) == KW && (!has_bias || bias.size() == O),
+         "conv_forward_gemm: shape mismatch");
+    const bool pointwise = g.pointwise() && dh == 1 && dw == 1;
+    const T *px = x.data(), *pw_ = w.data(), *pb = bias.data();
+    T *py = y.mutable_data();
+    auto gemm = reinterpret_cast<gemm_t<T>>(gemm_ptr);
+    py::gil_scoped_release nogil;
+#pragma omp parallel if (parallel_worth(B * O * P * Kg))
+    {
+        std::vector<T> cols(pointwise ? 0 : C * KH * KW * P);  // per thread, reused per image
+#pragma omp for schedule(dynamic, 1)
+        for (long b = 0; b < B; ++b) {
+            const T *cb = px + b * C * H * W;
+            if (!pointwise) {
+                for (long c = 0; c < C; ++c)
+                    im2col_plane(cb + c * H * W, cols.data() + c * KH * KW * P, H, W, KH, KW, sh,
+                                 sw, ph, pw, dh, dw, g.OH, g.OW);
+                cb = cols.data();
+            }
+            T *yb = py + b * O * P;
+            for (long q = 0; q < groups; ++q)
+                gemm_rm<T>(gemm, false, false, Og, P, Kg, pw_ + q * Og * Kg, Kg, cb + q * Kg * P,
+                           P, T(0), yb + q * Og * P, P);
+            if (has_bias)
+                for (long o = 0; o < O; ++o) {
+                    const T bo = pb[o];
+#pragma omp simd
+                    for (long p = 0; p < P; ++p) yb[o * P + p] += bo;
+                }
+        }
+    }
+}
+
+template <typename T>
+void conv_backward_gemm(Arr<T> gy, Arr<T> x, Arr<T> w, Arr<T> dx, bool need_dx, Arr<T> dwt,
+                        bool need_dw, long KH, long KW, long sh, long sw, long ph, long pw,
+                        long dh, long dw, long groups, uintptr_t gemm_ptr) {
+    need(gy.ndim() == 4 && x.ndim() == 4 && w.ndim() == 4, "conv_backward_gemm: 4-D arrays expected");
+    const long B = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3), O = w.shape(0);
+    const Geo g{KH, KW, sh, sw, ph, pw, dh, dw, gy.shape(2), gy.shape(3), groups};
+    const long P = g.OH * g.OW, Cg = C / groups, Og = O / groups, Kg = Cg * KH * KW;
+    need(gy.shape(0) == B && gy.shape(1) == O && w.shape(1) == Cg, "conv_backward_gemm: shapes");
+    need(!need_dx || dx.size() == x.size(), "conv_backward_gemm: dx shape");
+    need(!need_dw || dwt.size() == w.size(), "conv_backward_gemm: dw shape");
+    const bool pointwise = g.pointwise() && dh == 1 && dw == 1;
+    const T *pg = gy.data(), *px = x.data(), *pwt = w.data();
+    T *pdx = need_dx ? dx.mutable_data() : nullptr;
+    T *pdw = need_dw ? dwt.mutable_data() : nullptr;
+    auto gemm = reinterpret_cast<gemm_t<T>>(gemm_ptr);
+    py::gil_scoped_release nogil;
+    if (pdw) std::fill(pdw, pdw + O * Kg, T(0));
+#pragma omp parallel if (parallel_worth(B * O * P * Kg))
+    {
+        std::vector<T> cols(need_dw && !pointwise ? C * KH * KW * P : 0);
+        std::vector<T> dcols(need_dx && !pointwise ? C * KH * KW * P : 0);
+        std::vector<T> dw_t(need_dw ? O * Kg : 0, T(0));  // private sum, reduced at the end
+#pragma omp for schedule(dynamic, 1)
+        for (long b = 0; b < B; ++b) {
+            const T *gb = pg + b * O * P;
+            if (need_dw) {
+                const T *cb = px + b * C * H * W;
+                if (!pointwise) {
+                    for (long c = 0; c < C; ++c)
+                        im2col_plane(cb + c * H * W, cols.data() + c * KH * KW * P, H, W, KH, KW,
+                                     sh, sw, ph, pw, dh, dw, g.OH, g.OW);
+                    cb = cols.data();
+                }
+                for (long q = 0; q < groups; ++q)  // dK_q += dY_q (Og x P) @ cols_q^T (P x Kg)
+                    gemm_rm<T>(gemm, false, true, Og, Kg, P, gb + q * Og * P, P, cb + q * Kg * P,
+                               P, T(1), dw_t.data() + q * Og * Kg, Kg);
+            }
+            if (need_dx) {
+                T *db = pointwise ? pdx + b * C * H * W : dcols.data();
+                for (long q = 0; q < groups; ++q)  // dcols_q = K_q^T (Kg x Og) @ dY_q (Og x P)
+                    gemm_rm<T>(gemm, true, false, Kg, P, Og, pwt + q * Og * Kg, Kg,
+                               gb + q * Og * P, P, T(0), db + q * Kg * P, P);
+                if (!pointwise)
+                    for (long c = 0; c < C; ++c)
+                        col2im_plane(dcols.data() + c * KH * KW * P, pdx + (b * C + c) * H * W, H,
+                                     W, KH, KW, sh, sw, ph, pw, dh, dw, g.OH, g.OW);
+            }
+        }
+        if (need_dw) {
+#pragma omp critical
+            for (long k = 0; k < O * Kg; ++k) pdw[k] += dw_t[k];
+        }
+    }
+}
+
+// Direct convolution for few channels per group (LeNet's 1->6, depthwise): per (image, output
+// channel) plane, y row += k[o,c,m,n] * shifted x row, vectorised along the output row; no
+// unrolling buffer and no GEMM call, whose fixed costs dominate at these sizes.
+template <typename T>
+void conv_forward_direct(Arr<T> x, Arr<T> w, Arr<T> bias, bool has_bias, Arr<T> y, long sh, long sw,
+                         long ph, long pw, long dh, long dw, long groups) {
+    need(x.ndim() == 4 && w.ndim() == 4 && y.ndim() == 4, "conv_forward_direct: 4-D arrays expected");
+    const long B = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3), O = w.shape(0);
+    const long KH = w.shape(2), KW = w.shape(3), OH = y.shape(2), OW = y.shape(3);
+    const long Cg = C / groups, Og = O / groups;
+    need(y.shape(0) == B && y.shape(1) == O && w.shape(1) == Cg && (!has_bias || bias.size() == O),
+         "conv_forward_direct: shape mismatch");
+    const T *px = x.data(), *pk = w.data(), *pb = bias.data();
+    T *py = y.mutable_data();
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (parallel_worth(B * O * OH * OW * Cg * KH * KW))
+    for (long bo = 0; bo < B * O; ++bo) {
+        const long b = bo / O, o = bo % O, q = o / Og;
+        T *out = py + bo * OH * OW;
+        std::fill(out, out + OH * OW, has_bias ? pb[o] : T(0));
+        for (long c = 0; c < Cg; ++c) {
+            const T *plane = px + (b * C + q * Cg + c) * H * W;
+            for (long m = 0; m < KH; ++m)
+                for (long n = 0; n < KW; ++n) {
+                    const T k = pk[((o * Cg + c) * KH + m) * KW + n];
+                    const long xo = dw * n - pw;
+                    long j0, j1;
+                    valid_range(sw, xo, W, OW, j0, j1);
+                    for (long i = 0; i < OH; ++i) {
+                        const long yy = sh * i - ph + dh * m;
+                        if (yy < 0 || yy >= H) continue;
+                        const T *src = plane + yy * W + xo;
+                        T *r = out + i * OW;
+#pragma omp simd
+                        for (long j = j0; j < j1; ++j) r[j] += k * src[sw * j];
+                    }
+                }
+        }
+    }
+}
+
+template <typename T>
+void max_pool_forward(Arr<T> x, Arr<T> z, Idx idx, long KH, long KW, long sh, long sw, long ph,
+                      long pw) {
+    need(x.ndim() == 4 && z.ndim() == 4 && idx.ndim() == 4, "max_pool: 4-D arrays expected");
+    const long BC = x.shape(0) * x.shape(1), H = x.shape(2), W = x.shape(3);
+    const long OH = z.shape(2), OW = z.shape(3);
+    need(z.shape(0) * z.shape(1) == BC && idx.size() == z.size(), "max_pool: shape mismatch");
+    const T *px = x.data();
+    T *pz = z.mutable_data();
+    int64_t *pi = idx.mutable_data();
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (parallel_worth(BC * OH * OW * KH * KW))
+    for (long bc = 0; bc < BC; ++bc) {
+        const T *plane = px + bc * H * W;
+        for (long i = 0; i < OH; ++i)
+            for (long j = 0; j < OW; ++j) {
+                T best = T(0);
+                int64_t arg = -1;
+                for (long m = 0; m < KH; ++m) {
+                    const long y = sh * i - ph + m;
+                    if (y < 0 || y >= H) continue;
+                    for (long n = 0; n < KW; ++n) {
+                        const long xx = sw * j - pw + n;
+                        if (xx >= 0 && xx < W && (arg < 0 || plane[y * W + xx] > best)) {
+                            best = plane[y * W + xx];
+                            arg = y * W + xx;
+                        }
+                    }
+                }
+                pz[(bc * OH + i) * OW + j] = best;
+                pi[(bc * OH + i) * OW + j] = arg;
+            }
+    }
+}
+
+template <typename T>
+void max_pool_backward(Arr<T> dz, Idx idx, Arr<T> dx) {
+    need(dz.ndim() == 4 && dx.ndim() == 4 && idx.size() == dz.size(), "max_pool_backward: shapes");
+    const long BC = dx.shape(0) * dx.shape(1), HW = dx.shape(2) * dx.shape(3);
+    const long P = dz.shape(2) * dz.shape(3);
+    const T *pg = dz.data();
+    const int64_t *pi = idx.data();
+    T *pd = dx.mutable_data();
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (parallel_worth(BC * P))
+    for (long bc = 0; bc < BC; ++bc) {
+        T *plane = pd + bc * HW;
+        std::fill(plane, plane + HW, T(0));
+        for (long k = 0; k < P; ++k) {
+            const int64_t a = pi[bc * P + k];
+            if (a >= 0 && a < HW) plane[a] += pg[bc * P + k];  // never trust an index blindly
+        }
+    }
+}
+
+template <typename T>
+void avg_pool_forward(Arr<T> x, Arr<T> z, long KH, long KW, long sh, long sw, long ph, long pw) {
+    need(x.ndim() == 4 && z.ndim() == 4, "avg_pool: 4-D arrays expected");
+    const long BC = x.shape(0) * x.shape(1), H = x.shape(2), W = x.shape(3);
+    const long OH = z.shape(2), OW = z.shape(3);
+    const T *px = x.data();
+    T *pz = z.mutable_data();
+    const T inv = T(1) / T(KH * KW);
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (parallel_worth(BC * OH * OW * KH * KW))
+    for (long bc = 0; bc < BC; ++bc) {
+        const T *plane = px + bc * H * W;
+        for (long i = 0; i < OH; ++i)
+            for (long j = 0; j < OW; ++j) {
+                T s = T(0);
+                for (long m = 0; m < KH; ++m) {
+                    const long y = sh * i - ph + m;
+                    if (y < 0 || y >= H) continue;
+                    for (long n = 0; n < KW; ++n) {
+                        const long xx = sw * j - pw + n;
+                        if (xx >= 0 && xx < W) s += plane[y * W + xx];
+                    }
+                }
+                pz[(bc * OH + i) * OW + j] = s * inv;
+            }
+    }
+}
+
+template <typename T>
+void avg_pool_backward(Arr<T> dz, Arr<T> dx, long KH, long KW, long sh, long sw, long ph, long pw) {
+    need(dz.ndim() == 4 && dx.ndim() == 4, "avg_pool_backward: 4-D arrays expected");
+    const long BC = dx.shape(0) * dx.shape(1), H = dx.shape(2), W = dx.shape(3);
+    const long OH = dz.shape(2), OW = dz.shape(3);
+    const T *pg = dz.data();
+    T *pd = dx.mutable_data();
+    const T inv = T(1) / T(KH * KW);
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (parallel_worth(BC * OH * OW * KH * KW))
+    for (long bc = 0; bc < BC; ++bc) {
+        T *plane = pd + bc * H * W;
+        std::fill(plane, plane + H * W, T(0));
+        for (long i = 0; i < OH; ++i)
+            for (long j = 0; j < OW; ++j) {
+                const T g = pg[(bc * OH + i) * OW + j] * inv;
+                for (long m = 0; m < KH; ++m) {
+                    const long y = sh * i - ph + m;
+                    if (y < 0 || y >= H) continue;
+                    for (long n = 0; n < KW; ++n) {
+                        const long xx = sw * j - pw + n;
+                        if (xx >= 0 && xx < W) plane[y * W + xx] += g;
+                    }
+                }
+            }
+    }
+}
+
+template <typename T>
+void bind(py::module_ &m) {
+    m.def("max_pool_forward", &max_pool_forward<T>);
+    m.def("max_pool_backward", &max_pool_backward<T>);
+    m.def("avg_pool_forward", &avg_pool_forward<T>);
+    m.def("avg_pool_backward", &avg_pool_backward<T>);
+    m.def("conv_forward_gemm", &conv_forward_gemm<T>);
+    m.def("conv_forward_direct", &conv_forward_direct<T>);
+    m.def("conv_backward_gemm", &conv_backward_gemm<T>);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(conv, m) {
+    m.doc() = "fused unroll+GEMM conv2d and pooling kernels for pyml.conv (float32 and float64 overloads)";
+    // pybind11's first overload pass does not convert, so each dtype reaches its own
+    // instantiation; the driver always passes outputs of the input dtype (never a temporary).
+    bind<float>(m);
+    bind<double>(m);
+}

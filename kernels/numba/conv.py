@@ -1,0 +1,179 @@
+# Computes conv2d as per-image GEMMs on unrolled windows (cols[b] rows X[b, c, s*i-p+d*m, s*j-p+d*n];
+# Y[b] = K @ cols[b], dK = sum_b dY[b] @ cols[b]^T, dX = col2im(K^T @ dY[b])) and max/avg pooling.
+# Fast by: prange over images with per-thread buffers and single-threaded BLAS np.dot (the driver
+# holds BLAS to 1 thread), branch-free contiguous inner loops from a precomputed valid column range.
+from __future__ import annotations
+
+import numpy as np
+from numba import get_thread_id, njit, prange
+
+
+@njit(inline="always")
+def _valid_range(s, p, d, n, W, OW):
+    """[j0, j1): the output columns j whose input column s*j - p + d*n lies in [0, W)."""
+    off = d * n - p
+    j0 = 0 if off >= 0 else (-off + s - 1) // s
+    j1 = 0 if W - off <= 0 else (W - off + s - 1) // s
+    return j0, min(max(j1, j0), OW)
+
+
+@njit(inline="always")
+def _im2col_plane(plane, rows, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
+    """Unroll one (H, W) plane into its KH*KW rows of OH*OW columns."""
+    H, W = plane.shape
+    for m in range(KH):
+        for n in range(KW):
+            row = rows[m * KW + n]
+            j0, j1 = _valid_range(sw, pw, dw, n, W, OW)
+            xo = dw * n - pw
+            for i in range(OH):
+                y = sh * i - ph + dh * m
+                r = row[i * OW:(i + 1) * OW]
+                if y < 0 or y >= H:
+                    r[:] = 0
+                    continue
+                r[:j0] = 0
+                r[j1:] = 0
+                for j in range(j0, j1):
+                    r[j] = plane[y, sw * j + xo]
+
+
+@njit(inline="always")
+def _col2im_plane(rows, plane, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW):
+    """Scatter-add the KH*KW rows of one channel into its (zeroed here) plane."""
+    H, W = plane.shape
+    plane[:] = 0
+    for m in range(KH):
+        for n in range(KW):
+            row = rows[m * KW + n]
+            j0, j1 = _valid_range(sw, pw, dw, n, W, OW)
+            xo = dw * n - pw
+            for i in range(OH):
+                y = sh * i - ph + dh * m
+                if 0 <= y < H:
+                    for j in range(j0, j1):
+                        plane[y, sw * j + xo] += row[i * OW + j]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def conv_forward_gemm(x, w2, bias, has_bias, y, ws, KH, KW, sh, sw, ph, pw, dh, dw, groups):
+    """y (B, O, P) = w2 (O, Kg) @ cols[b] per group (+ bias); ws (threads, C*KH*KW, P)."""
+    B, C, H, W = x.shape
+    O, Kg = w2.shape
+    Og = O // groups
+    OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
+    for b in prange(B):
+        cols = ws[get_thread_id()]  # this thread's buffer: no allocation per image
+        for c in range(C):
+            _im2col_plane(x[b, c], cols[c * KH * KW:(c + 1) * KH * KW], KH, KW, sh, sw, ph, pw,
+                          dh, dw, OH, OW)
+        yb = y[b]
+        for g in range(groups):
+            np.dot(w2[g * Og:(g + 1) * Og], cols[g * Kg:(g + 1) * Kg], yb[g * Og:(g + 1) * Og])
+        if has_bias:
+            for o in range(O):
+                yb[o] += bias[o]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def conv_backward_gemm(gy, x, w2, dx, dwt, ws, dws, tmp, need_dx, need_dw, KH, KW, sh, sw, ph, pw,
+                       dh, dw, groups):
+    """dwt[t] += dY[b] @ cols[b]^T per thread t (caller sums); dx[b] = col2im(w2^T @ dY[b])."""
+    B, C, H, W = x.shape
+    O, Kg = w2.shape
+    Og = O // groups
+    OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
+    for b in prange(B):
+        t = get_thread_id()
+        gb = gy[b]
+        if need_dw:
+            cols = ws[t]
+            for c in range(C):
+                _im2col_plane(x[b, c], cols[c * KH * KW:(c + 1) * KH * KW], KH, KW, sh, sw, ph,
+                              pw, dh, dw, OH, OW)
+            for g in range(groups):
+                np.dot(gb[g * Og:(g + 1) * Og], cols[g * Kg:(g + 1) * Kg].T, tmp[t])
+                dwt[t, g * Og:(g + 1) * Og] += tmp[t]
+        if need_dx:
+            dcols = dws[t]
+            for g in range(groups):
+                np.dot(w2[g * Og:(g + 1) * Og].T, gb[g * Og:(g + 1) * Og], dcols[g * Kg:(g + 1) * Kg])
+            for c in range(C):
+                _col2im_plane(dcols[c * KH * KW:(c + 1) * KH * KW], dx[b, c], KH, KW, sh, sw, ph,
+                              pw, dh, dw, OH, OW)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def max_pool_forward(x, z, idx, KH, KW, sh, sw, ph, pw):
+    B, C, H, W = x.shape
+    OH, OW = z.shape[2], z.shape[3]
+    for bc in prange(B * C):
+        b, c = bc // C, bc % C
+        for i in range(OH):
+            for j in range(OW):
+                best = x[b, c, 0, 0]
+                arg = -1
+                for m in range(KH):
+                    y = sh * i - ph + m
+                    if y < 0 or y >= H:
+                        continue
+                    for n in range(KW):
+                        xx = sw * j - pw + n
+                        if 0 <= xx < W and (arg < 0 or x[b, c, y, xx] > best):
+                            best = x[b, c, y, xx]
+                            arg = y * W + xx
+                z[b, c, i, j] = best
+                idx[b, c, i, j] = arg
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def max_pool_backward(dz, idx, dx):
+    B, C, H, W = dx.shape
+    OH, OW = dz.shape[2], dz.shape[3]
+    for bc in prange(B * C):
+        b, c = bc // C, bc % C
+        dx[b, c] = 0
+        for i in range(OH):
+            for j in range(OW):
+                k = idx[b, c, i, j]
+                dx[b, c, k // W, k % W] += dz[b, c, i, j]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def avg_pool_forward(x, z, KH, KW, sh, sw, ph, pw):
+    B, C, H, W = x.shape
+    OH, OW = z.shape[2], z.shape[3]
+    for bc in prange(B * C):
+        b, c = bc // C, bc % C
+        for i in range(OH):
+            for j in range(OW):
+                s = 0.0
+                for m in range(KH):
+                    y = sh * i - ph + m
+                    if 0 <= y < H:
+                        for n in range(KW):
+                            xx = sw * j - pw + n
+                            if 0 <= xx < W:
+                                s += x[b, c, y, xx]
+                z[b, c, i, j] = s / (KH * KW)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def avg_pool_backward(dz, dx, KH, KW, sh, sw, ph, pw):
+    B, C, H, W = dx.shape
+    OH, OW = dz.shape[2], dz.shape[3]
+    for bc in prange(B * C):
+        b, c = bc // C, bc % C
+        dx[b, c] = 0
+        for i in range(OH):
+            for j in range(OW):
+                g = dz[b, c, i, j] / (KH * KW)
+                for m in range(KH):
+                    y = sh * i - ph + m
+                    if 0 <= y < H:
+                        for n in range(KW):
+                            xx = sw * j - pw + n
+                            if 0 <= xx < W:
+                                dx[b, c, y, xx] += g

@@ -1,0 +1,175 @@
+"""2-D convolution and pooling (NCHW), forward and backward: the public API.
+
+Validation happens once here; the method choice and GEMMs live in
+:mod:`pyml._conv_driver`; the loops in kernels/numba/conv.py and csrc/conv.cpp; the oracle
+in :mod:`pyml.reference.conv` (cross-correlation S(i,j) = sum_m sum_n I(i+m, j+n) K(m, n),
+seeds 000/002; W_out = floor((W + 2P - D(K-1) - 1)/S) + 1, seed 004).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import _conv_driver as drv
+from ._backend import array_module, is_cupy
+from ._validation import check_array, check_int
+
+def _pair(v, name: str, min_value: int) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+        return tuple(check_int(a, name, min_value=min_value) for a in v)  # type: ignore[return-value]
+    a = check_int(v, name, min_value=min_value)
+    return a, a
+
+
+def conv_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int], stride=1,
+                      padding=0, dilation=1) -> tuple[int, int, int, int]:
+    """(N, O, H_out, W_out) with W_out = floor((W + 2P - D(K-1) - 1)/S) + 1.
+
+    Examples
+    --------
+    >>> conv_output_shape((32, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    (32, 64, 56, 56)
+    >>> conv_output_shape((1, 1, 3, 3), (1, 1, 2, 2))
+    (1, 1, 2, 2)
+    """
+    if len(input_shape) != 4 or len(weight_shape) != 4:
+        raise ValueError(f"input_shape and weight_shape must have 4 entries (NCHW / OCKK), "
+                         f"got {tuple(input_shape)} and {tuple(weight_shape)}")
+    N, _, H, W = (int(v) for v in input_shape)
+    O, _, KH, KW = (int(v) for v in weight_shape)
+    s, d = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
+    p = _padding(padding, (KH, KW), d, s)[0]
+    OH, OW = drv.out_size(H, KH, s[0], p[0], d[0]), drv.out_size(W, KW, s[1], p[1], d[1])
+    if OH < 1 or OW < 1:
+        raise ValueError(f"kernel {KH}x{KW} (dilation {d}) is larger than the padded input "
+                         f"{H + 2 * p[0]}x{W + 2 * p[1]}")
+    return N, O, OH, OW
+
+
+def _padding(padding, k, d, s):
+    """Symmetric padding pair and the extra bottom/right padding "same" may need."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding == "same":
+            if s != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1, got stride {s}")
+            total = [dd * (kk - 1) for kk, dd in zip(k, d)]
+            return (total[0] // 2, total[1] // 2), (total[0] % 2, total[1] % 2)
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    return _pair(padding, "padding", 0), (0, 0)
+
+
+def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
+    """Validated (x, w, bias, stride, padding, dilation, groups, extra) for conv2d and its backward."""
+    if is_cupy(x) != is_cupy(w) or (bias is not None and is_cupy(bias) != is_cupy(x)):
+        raise TypeError("x, w and bias must all be NumPy arrays or all CuPy arrays")
+    xp = array_module(x)
+    x = check_array(x, "x", ndim=4, check_finite=check_finite)
+    w = check_array(w, "w", ndim=4, check_finite=check_finite)
+    dt = np.result_type(x.dtype, w.dtype)
+    x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
+    groups = check_int(groups, "groups", min_value=1)
+    N, C, H, W = x.shape
+    O, Cg, KH, KW = w.shape
+    if C % groups or O % groups:
+        raise ValueError(f"groups={groups} must divide both input channels {C} and output channels {O}")
+    if Cg * groups != C:
+        raise ValueError(f"channel mismatch: x has {C} channels, w expects {Cg} per group x "
+                         f"{groups} groups = {Cg * groups} (w shape {w.shape})")
+    if bias is not None:
+        bias = check_array(bias, "bias", ndim=1, dtype=dt, check_finite=check_finite)
+        if bias.shape != (O,):
+            raise ValueError(f"bias must have shape ({O},), got {bias.shape}")
+    s, d = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
+    p, extra = _padding(padding, (KH, KW), d, s)
+    if extra != (0, 0):  # odd total 'same' padding: the extra row/column goes bottom/right
+        x = xp.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
+    conv_output_shape(x.shape, w.shape, s, p, d)  # raises when the kernel does not fit
+    return x, w, bias, s, p, d, groups, extra
+
+
+def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
+           backend: str | None = None, check_finite: bool = True) -> np.ndarray:
+    """2-D cross-correlation of NCHW ``x`` with ``w`` (O, C/groups, KH, KW), plus ``bias``.
+
+    Parameters
+    ----------
+    x : array (N, C, H, W);  w : array (O, C/groups, KH, KW);  bias : array (O,) or None
+    stride, dilation : int or (int, int), >= 1
+    padding : int, (int, int), "valid" or "same" (zero padding)
+    groups : int dividing C and O (groups=C is depthwise)
+    backend : "auto", "python", "numba", "cpp" or "cuda" (CuPy arrays in and out)
+
+    Returns
+    -------
+    y : array (N, O, H_out, W_out), W_out = floor((W + 2P - D(K-1) - 1)/S) + 1
+
+    Examples
+    --------
+    The seed example (I * K with K = [[1, 0], [0, -1]]):
+
+    >>> import numpy as np, pyml
+    >>> I = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    >>> K = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])
+    >>> pyml.conv2d(I, K, backend="python")[0, 0]
+    array([[-4., -4.],
+           [-4., -4.]])
+    """
+    x, w, bias, s, p, d, groups, _ = _prepare(x, w, bias, stride, padding, dilation, groups,
+                                              check_finite)
+    b = drv.CONV2D.resolve(backend, x, w)
+    if b in ("python", "cuda"):  # whole-convolution kernels (reference / direct CUDA)
+        return drv.CONV2D.get(b)(x, w, bias, s, p, d, groups)
+    return drv.conv2d(x, w, bias, s, p, d, groups, b)
+
+
+def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int = 1,
+                    needs: Sequence[str] = ("input", "weight", "bias"), *,
+                    backend: str | None = None, check_finite: bool = True):
+    """Gradients (grad_input, grad_weight, grad_bias) of :func:`conv2d`; None where not in ``needs``.
+
+    Examples
+    --------
+    >>> import numpy as np, pyml
+    >>> x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+    >>> gx, gw, gb = pyml.conv2d_backward(np.ones((1, 1, 2, 2)), x, w, backend="python")
+    >>> gx[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> float(gb[0])
+    4.0
+    """
+    needs = tuple(needs)
+    bad = [n for n in needs if n not in ("input", "weight", "bias")]
+    if bad:
+        raise ValueError(f"needs must be a subset of ('input', 'weight', 'bias'), got {needs!r}")
+    x, w, _, s, p, d, groups, extra = _prepare(x, w, None, stride, padding, dilation, groups,
+                                               check_finite)
+    shape = conv_output_shape(x.shape, w.shape, s, p, d)
+    gy = check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype, check_finite=check_finite)
+    if gy.shape != shape:
+        raise ValueError(f"grad_out must have the output shape {shape}, got {gy.shape}")
+    b = drv.CONV2D.resolve(backend, x, w, gy)
+    if b in ("python", "cuda"):
+        gx, gw, gb = drv.CONV2D_BACKWARD.get(b)(gy, x, w, s, p, d, groups)
+        gx = gx if "input" in needs else None
+        gw = gw if "weight" in needs else None
+        gb = gb if "bias" in needs else None
+    else:
+        gx, gw, gb = drv.conv2d_backward(gy, x, w, s, p, d, groups, needs, b)
+    if gx is not None and extra != (0, 0):
+        gx = array_module(gx).ascontiguousarray(gx[:, :, :gx.shape[2] - extra[0], :gx.shape[3] - extra[1]])
+    return gx, gw, gb
+
+
+from .pool import (  # noqa: E402  (pooling shares the helpers above)
+    avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward)
+from ._conv_verify import _verify  # noqa: E402,F401
+
+__all__ = ["conv2d", "conv2d_backward", "conv_output_shape", "max_pool2d", "max_pool2d_backward",
+           "avg_pool2d", "avg_pool2d_backward"]

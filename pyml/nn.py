@@ -1,0 +1,239 @@
+"""A minimal layer library: enough to train a small CNN with pyml kernels and NumPy.
+
+Every layer is a :class:`Module` with ``forward(x)`` (caching what backward needs),
+``backward(grad_out) -> grad_in`` (accumulating parameter gradients into ``grads()``),
+and ``params()`` / ``grads()`` lists in matching order, consumed by :class:`SGD` / :class:`Adam`.
+
+Examples
+--------
+>>> import numpy as np
+>>> from pyml import nn
+>>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, random_state=0), nn.ReLU(),
+...                     nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3, random_state=0))
+>>> logits = net.forward(np.ones((5, 1, 4, 4), np.float32))
+>>> logits.shape
+(5, 3)
+>>> loss, g = nn.softmax_cross_entropy(logits, np.array([0, 1, 2, 0, 1]))
+>>> net.backward(g).shape
+(5, 1, 4, 4)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import check_random_state
+from .conv import conv2d, conv2d_backward
+from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+
+
+class Module:
+    """Base layer: no parameters, identity gradient bookkeeping."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def params(self) -> list[np.ndarray]:
+        return []
+
+    def grads(self) -> list[np.ndarray]:
+        return []
+
+    def zero_grad(self) -> None:
+        for g in self.grads():
+            g[...] = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+
+class Conv2d(Module):
+    """2-D convolution layer (pyml.conv2d), He-initialised weight (O, C/groups, KH, KW)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, dtype=np.float32,
+                 random_state=None, backend: str | None = None):
+        kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
+        rng = check_random_state(random_state)
+        fan_in = in_channels // groups * kh * kw
+        self.weight = (rng.standard_normal((out_channels, in_channels // groups, kh, kw))
+                       * np.sqrt(2.0 / fan_in)).astype(dtype)
+        self.bias = np.zeros(out_channels, dtype) if bias else None
+        self.opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        self.backend = backend
+        self.grad_weight = np.zeros_like(self.weight)
+        self.grad_bias = np.zeros_like(self.bias) if bias else None
+
+    def forward(self, x):
+        self._x = x
+        return conv2d(x, self.weight, self.bias, **self.opts, backend=self.backend)
+
+    def backward(self, grad_out):
+        needs = ("input", "weight", "bias") if self.bias is not None else ("input", "weight")
+        gx, gw, gb = conv2d_backward(grad_out, self._x, self.weight, **self.opts, needs=needs,
+                                     backend=self.backend)
+        self.grad_weight += gw
+        if gb is not None:
+            self.grad_bias += gb
+        return gx
+
+    def params(self):
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def grads(self):
+        return [self.grad_weight] + ([self.grad_bias] if self.bias is not None else [])
+
+
+class MaxPool2d(Module):
+    """Max pooling layer (pyml.max_pool2d); remembers the argmax for backward."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
+        self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+
+    def forward(self, x):
+        self._shape = x.shape
+        z, self._idx = max_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
+        return z
+
+    def backward(self, grad_out):
+        return max_pool2d_backward(grad_out, self._idx, self._shape, backend=self.backend)
+
+
+class AvgPool2d(Module):
+    """Average pooling layer (pyml.avg_pool2d)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
+        self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+
+    def forward(self, x):
+        self._shape = x.shape
+        return avg_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
+
+    def backward(self, grad_out):
+        return avg_pool2d_backward(grad_out, self._shape, self.kernel_size, self.stride,
+                                   self.padding, backend=self.backend)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        self._mask = x > 0
+        return np.where(self._mask, x, 0).astype(x.dtype, copy=False)
+
+    def backward(self, grad_out):
+        return np.where(self._mask, grad_out, 0).astype(grad_out.dtype, copy=False)
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...))."""
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out):
+        return grad_out.reshape(self._shape)
+
+
+class Linear(Module):
+    """y = x W^T + b (NumPy GEMM), He-initialised."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32,
+                 random_state=None):
+        rng = check_random_state(random_state)
+        self.weight = (rng.standard_normal((out_features, in_features))
+                       * np.sqrt(2.0 / in_features)).astype(dtype)
+        self.bias = np.zeros(out_features, dtype) if bias else None
+        self.grad_weight = np.zeros_like(self.weight)
+        self.grad_bias = np.zeros_like(self.bias) if bias else None
+
+    def forward(self, x):
+        self._x = x
+        y = x @ self.weight.T
+        return y + self.bias if self.bias is not None else y
+
+    def backward(self, grad_out):
+        self.grad_weight += grad_out.T @ self._x
+        if self.bias is not None:
+            self.grad_bias += grad_out.sum(axis=0)
+        return grad_out @ self.weight
+
+    def params(self):
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def grads(self):
+        return [self.grad_weight] + ([self.grad_bias] if self.bias is not None else [])
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse."""
+
+    def __init__(self, *layers: Module):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def params(self):
+        return [p for layer in self.layers for p in layer.params()]
+
+    def grads(self):
+        return [g for layer in self.layers for g in layer.grads()]
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(logits) and its gradient with respect to the logits."""
+    z = logits - logits.max(axis=1, keepdims=True)  # shift so exp never overflows
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    n = logits.shape[0]
+    loss = float(-np.log(p[np.arange(n), labels] + 1e-12).mean())
+    p[np.arange(n), labels] -= 1.0
+    return loss, (p / n).astype(logits.dtype, copy=False)
+
+
+class SGD:
+    """Plain SGD with momentum: v = mu v - lr g; p += v."""
+
+    def __init__(self, module: Module, lr: float = 0.01, momentum: float = 0.9):
+        self.module, self.lr, self.momentum = module, lr, momentum
+        self.v = [np.zeros_like(p) for p in module.params()]
+
+    def step(self) -> None:
+        for p, g, v in zip(self.module.params(), self.module.grads(), self.v):
+            v *= self.momentum
+            v -= self.lr * g
+            p += v
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with bias correction."""
+
+    def __init__(self, module: Module, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.module, self.lr, self.betas, self.eps, self.t = module, lr, betas, eps, 0
+        self.m = [np.zeros_like(p) for p in module.params()]
+        self.v = [np.zeros_like(p) for p in module.params()]
+
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        for p, g, m, v in zip(self.module.params(), self.module.grads(), self.m, self.v):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            mhat = m / (1 - b1 ** self.t)
+            vhat = v / (1 - b2 ** self.t)
+            p -= (self.lr * mhat / (np.sqrt(vhat) + self.eps)).astype(p.dtype, copy=False)
+
+
+# Attention layers (pyml/_nn_attention.py) are imported here by the attention loop.
+from ._nn_attention import MultiHeadAttention  # noqa: E402,F401
