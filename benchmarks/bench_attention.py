@@ -1,0 +1,98 @@
+"""`pyml bench attention`: flash-style attention forward and backward, pyml backends vs
+torch.nn.functional.scaled_dot_product_attention on CPU (same thread count).
+
+Peer timing: forward under no_grad; backward = autograd's backward of one recorded forward
+(retain_graph, so only the backward is timed). FLOPs: forward 4*B*H*Nq*Nk*D (two products),
+halved when causal; backward 2.5x the forward (five products), as flash-attention counts.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import pyml
+
+from ._harness import Case, Runner
+
+# name -> (B, H, N, D, causal, with_backward)
+SIZES = {
+    "default": [(1, 8, 2048, 64, False, True), (1, 8, 2048, 64, True, True),
+                (1, 1, 16384, 64, True, False)],
+    "small": [(1, 8, 512, 64, False, True), (1, 8, 512, 64, True, True)],
+}
+
+
+def _torch_runners(q, k, v, do, causal):
+    import torch
+
+    torch.set_num_threads(pyml.get_num_threads())
+    F = torch.nn.functional.scaled_dot_product_attention
+    tq, tk, tv, tdo = (torch.from_numpy(a) for a in (q, k, v, do))
+
+    def fwd():
+        def call():
+            with torch.no_grad():
+                return F(tq, tk, tv, is_causal=causal)
+        return call
+
+    def bwd():
+        leaves = [t.clone().requires_grad_(True) for t in (tq, tk, tv)]
+        out = F(*leaves, is_causal=causal)
+
+        def call():
+            for t in leaves:
+                t.grad = None
+            out.backward(tdo, retain_graph=True)
+        return call
+    return Runner("torch", "peer", fwd), Runner("torch", "peer", bwd)
+
+
+def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
+    if backends is None:
+        backends = [be for be in ("cpp", "numba") if pyml.backends()[be] is None]
+    rng = np.random.default_rng(0)
+    cases = []
+    for B, H, N, D, causal, with_bwd in SIZES[size]:
+        q, k, v, do = (rng.standard_normal((B, H, N, D), dtype=np.float32) for _ in range(4))
+        flops = 4.0 * B * H * N * N * D * (0.5 if causal else 1.0)
+        # the scalar Numba kernel takes minutes at N=16384: compiled C++ only there
+        bes = [be for be in backends if N <= 4096 or be != "numba"]
+        fwd = [Runner(f"pyml[{be}]", "pyml", lambda be=be: (
+            lambda: pyml.attention(q, k, v, causal=causal, backend=be))) for be in bes]
+        bwd = []
+        for be in bes:
+            def prep(be=be):
+                out, lse = pyml.attention(q, k, v, causal=causal, return_lse=True, backend=be)
+                return lambda: pyml.attention_backward(do, q, k, v, out, lse, causal=causal, backend=be)
+            bwd.append(Runner(f"pyml[{be}]", "pyml", prep))
+        if peers is None or "torch" in peers:
+            try:
+                tf, tb = _torch_runners(q, k, v, do, causal)
+                fwd.append(tf)
+                bwd.append(tb)
+            except ImportError:
+                pass
+        problem = f"B={B} H={H} N={N} D={D} {'causal' if causal else 'full'} float32"
+        cases.append(Case("attention forward", problem, fwd, flops=flops, roof="sgemm"))
+        if with_bwd:
+            cases.append(Case("attention backward", problem, bwd, flops=2.5 * flops, roof="sgemm"))
+    return cases
+
+
+def _small():
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((1, 2, 128, 32), dtype=np.float32) for _ in range(3)]
+
+
+def test_attention_forward_cpp(benchmark):
+    q, k, v = _small()
+    out = benchmark(pyml.attention, q, k, v, causal=True, backend="cpp")
+    assert out.shape == q.shape and np.isfinite(out).all()
+
+
+def test_attention_backward_cpp(benchmark):
+    q, k, v = _small()
+    out, lse = pyml.attention(q, k, v, return_lse=True, backend="cpp")
+    dq, dk, dv = benchmark(pyml.attention_backward, out, q, k, v, out, lse, backend="cpp")
+    assert dq.shape == q.shape and dv.shape == v.shape

@@ -1,0 +1,138 @@
+# Flash attention: out = softmax(Q K^T * scale + M) V with lse, and backward (dQ, dK, dV).
+# Fast: prange over (batch*head, tile) tasks; keys in tiles with an online softmax, scores never stored whole.
+"""Numba kernels behind pyml.attention (driver: pyml/_attention_driver.py).
+
+Shapes: q (B,H,Nq,D), k (B,H,Nk,D), v (B,H,Nk,Dv), mask (any size; element (b,h,i,j) at
+b*msb + h*msh + i*msq + j when has_mask), out (B,H,Nq,Dv), lse/delta (B,H,Nq). Causal
+hides key j > i; tiles wholly above the diagonal are skipped. Outputs are written in place.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+BQ = 16
+BK = 64
+
+
+@njit(inline="always")
+def _score(q, k, mask, b, h, i, j, msb, msh, msq, has_mask, causal, scale):
+    if causal and j > i:
+        return -np.inf
+    s = 0.0
+    for d in range(q.shape[3]):
+        s += q[b, h, i, d] * k[b, h, j, d]
+    s = s * scale
+    if has_mask:
+        s += mask[b * msb + h * msh + i * msq + j]
+    return s
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def attention_forward(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, out, lse):
+    B, H, Nq, D = q.shape
+    Nk, Dv = k.shape[2], v.shape[3]
+    ntq = (Nq + BQ - 1) // BQ
+    for task in prange(B * H * ntq):
+        bh, t = divmod(np.int64(task), ntq)
+        b, h = divmod(bh, H)
+        i0 = t * BQ
+        i1 = min(Nq, i0 + BQ)
+        acc = np.zeros((BQ, Dv), dtype=q.dtype)
+        s = np.empty(BK, dtype=q.dtype)
+        m = np.full(BQ, -np.inf, dtype=q.dtype)
+        l = np.zeros(BQ, dtype=q.dtype)
+        kend = min(Nk, i1) if causal else Nk
+        for j0 in range(0, kend, BK):
+            j1 = min(kend, j0 + BK)
+            for i in range(i0, i1):
+                r = i - i0
+                mx = m[r]
+                for j in range(j0, j1):
+                    s[j - j0] = _score(q, k, mask, b, h, i, j, msb, msh, msq, has_mask, causal, scale)
+                    mx = max(mx, s[j - j0])
+                if mx == -np.inf:
+                    continue
+                alpha = math.exp(m[r] - mx)
+                for d in range(Dv):
+                    acc[r, d] *= alpha
+                tot = 0.0
+                for j in range(j0, j1):
+                    p = math.exp(s[j - j0] - mx)
+                    tot += p
+                    for d in range(Dv):
+                        acc[r, d] += p * v[b, h, j, d]
+                l[r] = l[r] * alpha + tot
+                m[r] = mx
+        for i in range(i0, i1):
+            r = i - i0
+            if l[r] > 0:
+                for d in range(Dv):
+                    out[b, h, i, d] = acc[r, d] / l[r]
+                lse[b, h, i] = m[r] + math.log(l[r])
+            else:
+                for d in range(Dv):
+                    out[b, h, i, d] = 0.0
+                lse[b, h, i] = -np.inf
+
+
+@njit(inline="always")
+def _dscore(q, k, v, dout, lse, delta, mask, b, h, i, j, msb, msh, msq, has_mask, causal, scale):
+    """(P_ij, dS_ij) recomputed from the scores and the saved log-sum-exp."""
+    L = lse[b, h, i]
+    if L == -np.inf:
+        return 0.0, 0.0
+    s = _score(q, k, mask, b, h, i, j, msb, msh, msq, has_mask, causal, scale)
+    p = math.exp(s - L)
+    dp = 0.0
+    for d in range(v.shape[3]):
+        dp += dout[b, h, i, d] * v[b, h, j, d]
+    return p, p * (dp - delta[b, h, i])
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def attention_backward(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask, causal, scale,
+                       dq, dk, dv):
+    B, H, Nq, D = q.shape
+    Nk, Dv = k.shape[2], v.shape[3]
+    # pass 1: each task owns a key tile, so dK and dV are written without races
+    ntk = (Nk + BK - 1) // BK
+    for task in prange(B * H * ntk):
+        bh, t = divmod(np.int64(task), ntk)
+        b, h = divmod(bh, H)
+        j0 = t * BK
+        j1 = min(Nk, j0 + BK)
+        for j in range(j0, j1):
+            for d in range(D):
+                dk[b, h, j, d] = 0.0
+            for d in range(Dv):
+                dv[b, h, j, d] = 0.0
+        istart = j0 if causal else 0
+        for i in range(istart, Nq):
+            for j in range(j0, j1):
+                p, ds = _dscore(q, k, v, dout, lse, delta, mask, b, h, i, j, msb, msh, msq,
+                                has_mask, causal, scale)
+                if p == 0.0 and ds == 0.0:
+                    continue
+                for d in range(Dv):
+                    dv[b, h, j, d] += p * dout[b, h, i, d]
+                for d in range(D):
+                    dk[b, h, j, d] += ds * scale * q[b, h, i, d]
+    # pass 2: each task owns a query tile (dQ)
+    ntq = (Nq + BQ - 1) // BQ
+    for task in prange(B * H * ntq):
+        bh, t = divmod(np.int64(task), ntq)
+        b, h = divmod(bh, H)
+        i0 = t * BQ
+        i1 = min(Nq, i0 + BQ)
+        for i in range(i0, i1):
+            for d in range(D):
+                dq[b, h, i, d] = 0.0
+            jend = min(Nk, i + 1) if causal else Nk
+            for j in range(jend):
+                p, ds = _dscore(q, k, v, dout, lse, delta, mask, b, h, i, j, msb, msh, msq,
+                                has_mask, causal, scale)
+                for d in range(D):
+                    dq[b, h, i, d] += ds * scale * k[b, h, j, d]

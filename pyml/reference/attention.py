@@ -1,0 +1,111 @@
+"""Reference scaled dot-product attention: literally Q K^T, softmax, times V.
+
+Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V  (seed 002 "Transformers", eq. for the
+generic attention operation; seed 001 "Multi-Head Attention"), with an optional additive
+mask M (boolean masks are turned into 0 / -inf) and a causal mask (key j visible from
+query i only when j <= i, top-left aligned as in torch's ``is_causal``).
+
+Backward (chain rule through the softmax, as derived in the flash-attention papers):
+dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = scale dS K,
+dK = scale dS^T Q.
+
+Positional encoding (seed 002, "Positional Encoding"): PE(pos, 2i) = sin(pos / 10000^(2i/d)),
+PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
+
+The oracle: slow and obvious, NumPy only as the array container and for the two
+matrix products the equation names.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _scores(Q, K, M, scale, causal, b, h):
+    """S = Q K^T * scale + M for one (batch, head), with -inf where causal hides a key."""
+    S = (Q @ K.T) * scale
+    Nq, Nk = S.shape
+    for i in range(Nq):
+        for j in range(Nk):
+            if M is not None:
+                S[i, j] = S[i, j] + M[b, h, i, j]
+            if causal and j > i:
+                S[i, j] = -math.inf
+    return S
+
+
+def _softmax_rows(S):
+    """Row softmax; a row whose scores are all -inf gives all-zero weights and lse -inf."""
+    P = np.zeros_like(S)
+    lse = np.full(S.shape[0], -np.inf, dtype=S.dtype)
+    for i in range(S.shape[0]):
+        m = max(S[i])
+        if m == -math.inf:
+            continue
+        e = [math.exp(s - m) for s in S[i]]
+        z = sum(e)
+        for j in range(S.shape[1]):
+            P[i, j] = e[j] / z
+        lse[i] = m + math.log(z)
+    return P, lse
+
+
+def _additive(mask, shape, dtype):
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        mask = np.where(mask, 0.0, -np.inf)
+    return np.broadcast_to(mask.astype(dtype), shape)
+
+
+def attention(q, k, v, mask=None, causal=False, scale=None):
+    """out, lse for q (B,H,Nq,D), k (B,H,Nk,D), v (B,H,Nk,Dv), computed in q's dtype."""
+    B, H, Nq, D = q.shape
+    Nk, Dv = k.shape[2], v.shape[3]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    M = _additive(mask, (B, H, Nq, Nk), q.dtype)
+    out = np.zeros((B, H, Nq, Dv), q.dtype)
+    lse = np.zeros((B, H, Nq), q.dtype)
+    for b in range(B):
+        for h in range(H):
+            S = _scores(q[b, h], k[b, h], M, scale, causal, b, h)
+            P, lse[b, h] = _softmax_rows(S)
+            out[b, h] = P @ v[b, h]
+    return out, lse
+
+
+def attention_backward(dout, q, k, v, mask=None, causal=False, scale=None):
+    """(dq, dk, dv) of sum(out * dout) with respect to q, k, v."""
+    B, H, Nq, D = q.shape
+    Nk = k.shape[2]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    M = _additive(mask, (B, H, Nq, Nk), q.dtype)
+    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    for b in range(B):
+        for h in range(H):
+            S = _scores(q[b, h], k[b, h], M, scale, causal, b, h)
+            P, _ = _softmax_rows(S)
+            dO = dout[b, h]
+            dv[b, h] = P.T @ dO
+            dP = dO @ v[b, h].T
+            dS = np.zeros_like(P)
+            for i in range(Nq):
+                Di = sum(dP[i, j] * P[i, j] for j in range(Nk))
+                for j in range(Nk):
+                    dS[i, j] = P[i, j] * (dP[i, j] - Di)
+            dq[b, h] = scale * (dS @ k[b, h])
+            dk[b, h] = scale * (dS.T @ q[b, h])
+    return dq, dk, dv
+
+
+def sinusoidal_positional_encoding(n, d):
+    """PE (n, d): PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same angle)."""
+    PE = np.zeros((n, d))
+    for pos in range(n):
+        for c in range(d):
+            two_i = c - (c % 2)
+            angle = pos / 10000.0 ** (two_i / d)
+            PE[pos, c] = math.sin(angle) if c % 2 == 0 else math.cos(angle)
+    return PE

@@ -1,0 +1,233 @@
+"""Attention: every backend against the reference (forward, backward), the seed vectors,
+finite differences of the reference, masks, awkward sizes, memory and bad input.
+
+Oracle: the float64 reference (pyml.reference.attention) on every shape; it does the two
+matrix products with NumPy, so it stays fast enough even at N=1023 (kept to B*H=1 there).
+Tolerance rule: tests/conftest.py (naive = the reference run in the kernel's dtype).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import pyml
+from pyml.reference import attention as ref
+from conftest import assert_close, backend_params
+
+# no CUDA kernel yet (see the report): CPU backends only
+BACKENDS = backend_params(("python", "numba", "cpp"))
+COMPILED = backend_params(("numba", "cpp"))
+X = np.array([[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]])
+
+
+def _data(rng, B, H, Nq, Nk, D, Dv, dtype):
+    q64 = rng.standard_normal((B, H, Nq, D))
+    k64 = rng.standard_normal((B, H, Nk, D))
+    v64 = rng.standard_normal((B, H, Nk, Dv))
+    return q64, k64, v64, [a.astype(dtype) for a in (q64, k64, v64)]
+
+
+def _naive(q, k, v, do, mask, causal):
+    """Vectorised NumPy attention (forward, lse, backward) in the inputs' dtype.
+
+    It is the "naive" of the tolerance rule: for float64 the loop reference run in float64
+    *is* R64, so its error would be zero; this independent summation order measures the
+    float64 rounding a correct kernel is allowed."""
+    S = np.einsum("bhid,bhjd->bhij", q, k) / np.sqrt(q.shape[-1]).astype(q.dtype)
+    if mask is not None:
+        S = S + (np.where(mask, 0, -np.inf) if mask.dtype == bool else mask).astype(q.dtype)
+    if causal:
+        S = np.where(np.tril(np.ones(S.shape[-2:], bool)), S, -np.inf)
+    m = S.max(-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    E = np.exp(S - m)
+    z = E.sum(-1, keepdims=True)
+    P = E / np.where(z > 0, z, 1)
+    lse = np.where(z[..., 0] > 0, (m + np.log(np.where(z > 0, z, 1)))[..., 0], -np.inf)
+    dP = np.einsum("bhid,bhjd->bhij", do, v)
+    dS = P * (dP - (dP * P).sum(-1, keepdims=True))
+    sc = 1 / np.sqrt(q.shape[-1])
+    grads = (sc * dS @ k, sc * np.swapaxes(dS, -1, -2) @ q, np.swapaxes(P, -1, -2) @ do)
+    return P @ v, lse, grads
+
+
+def _check(backend, rng, B, H, Nq, Nk, D, Dv, dtype, causal=False, mask=None, bwd=True):
+    q64, k64, v64, (q, k, v) = _data(rng, B, H, Nq, Nk, D, Dv, dtype)
+    o64, l64 = ref.attention(q64, k64, v64, mask, causal)
+    do64 = rng.standard_normal((B, H, Nq, Dv))
+    if dtype == np.float64:
+        on, ln, gn = _naive(q, k, v, do64, mask, causal)
+    else:
+        on, ln = ref.attention(q, k, v, mask, causal)
+        gn = ref.attention_backward(do64.astype(dtype), q, k, v, mask, causal) if bwd else None
+    out, lse = pyml.attention(q, k, v, mask, causal, return_lse=True, backend=backend)
+    assert out.dtype == dtype
+    assert_close(out, o64, on, dtype, "out")
+    fin = np.isfinite(l64)
+    assert np.array_equal(np.isfinite(pyml._backend.to_numpy(lse)), fin)
+    assert_close(pyml._backend.to_numpy(lse)[fin], l64[fin], ln[fin], dtype, "lse")
+    if not bwd:
+        return
+    g64 = ref.attention_backward(do64, q64, k64, v64, mask, causal)
+    g = pyml.attention_backward(do64.astype(dtype), q, k, v, out, lse, mask, causal, backend=backend)
+    for name, a, r, n in zip(("dq", "dk", "dv"), g, g64, gn):
+        assert_close(a, r, n, dtype, name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1, 1), (2, 3, 113, 113, 48, 48),
+                                   (1, 1, 37, 70, 80, 16), (1, 6, 70, 37, 1, 5)])
+def test_matches_reference(backend, dtype, causal, shape, rng):
+    _check(backend, rng, *shape, dtype, causal)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_masks(backend, dtype, rng):
+    B, H, Nq, Nk = 2, 3, 21, 30
+    keep = rng.random((B, 1, 1, Nk)) > 0.3         # key padding, broadcast over H and Nq
+    keep[1, 0, 0, :] = False                        # batch 1: every key hidden -> zero rows
+    _check(backend, rng, B, H, Nq, Nk, 8, 8, dtype, mask=keep)
+    additive = rng.standard_normal((H, Nq, Nk))     # broadcast over batch
+    _check(backend, rng, B, H, Nq, Nk, 8, 8, dtype, causal=True, mask=additive)
+    out = pyml.attention(*_data(rng, B, H, Nq, Nk, 8, 8, dtype)[3], mask=keep, backend=backend)
+    assert np.all(pyml._backend.to_numpy(out)[1] == 0)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_large_n(backend, rng):
+    _check(backend, rng, 1, 1, 1023, 1023, 64, 64, np.float32, causal=True)
+
+
+def test_seed_vectors():
+    out = ref.attention(X, X, X, scale=1 / np.sqrt(2))[0]
+    np.testing.assert_allclose(out[0, 0], [[0.80222, 0.59889], [0.59889, 0.80222], [0.75174, 0.75174]], atol=1e-5)
+    causal = ref.attention(X, X, X, causal=True, scale=1 / np.sqrt(2))[0]
+    np.testing.assert_allclose(causal[0, 0], [[1, 0], [0.33024, 0.66976], [0.75174, 0.75174]], atol=1e-5)
+    S = X[0, 0] @ X[0, 0].T / np.sqrt(2)
+    w = np.exp(S[0]) / np.exp(S[0]).sum()
+    np.testing.assert_allclose(w, [0.40111, 0.19778, 0.40111], atol=1e-5)
+    pe = pyml.sinusoidal_positional_encoding(2, 4)
+    np.testing.assert_allclose(pe[1], [0.841471, 0.540302, 0.010000, 0.999950], atol=1e-6)
+    np.testing.assert_allclose(pe, ref.sinusoidal_positional_encoding(2, 4), atol=1e-12)
+    np.testing.assert_allclose(pyml.sinusoidal_positional_encoding(9, 7),
+                               ref.sinusoidal_positional_encoding(9, 7), atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_reference_backward_finite_differences(causal, rng):
+    q, k, v = (rng.standard_normal((1, 2, 4, 3)) for _ in range(3))
+    mask = rng.standard_normal((4, 4))
+    do = rng.standard_normal((1, 2, 4, 3))
+    grads = ref.attention_backward(do, q, k, v, mask, causal)
+    h = 1e-6
+    for which, g in enumerate(grads):
+        args = [q, k, v]
+        num = np.zeros_like(g)
+        for idx in np.ndindex(g.shape):
+            p, m = [a.copy() for a in args], [a.copy() for a in args]
+            p[which][idx] += h
+            m[which][idx] -= h
+            num[idx] = (np.sum(ref.attention(*p, mask, causal)[0] * do)
+                        - np.sum(ref.attention(*m, mask, causal)[0] * do)) / (2 * h)
+        np.testing.assert_allclose(g, num, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inputs_not_modified_and_strided(backend, rng):
+    q, k, v = (rng.standard_normal((1, 2, 9, 8)) for _ in range(3))
+    copies = [a.copy() for a in (q, k, v)]
+    qs = np.swapaxes(np.swapaxes(q, 2, 3).copy(), 2, 3)   # non-contiguous view, same values
+    out = pyml.attention(qs, k, v, backend=backend)
+    np.testing.assert_allclose(pyml._backend.to_numpy(out), ref.attention(q, k, v)[0], atol=1e-12)
+    for a, c in zip((q, k, v), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_bad_input(rng):
+    q = rng.standard_normal((1, 2, 5, 4))
+    with pytest.raises(ValueError, match="batch and head"):
+        pyml.attention(q, q[:, :1], q[:, :1])
+    with pytest.raises(ValueError, match="head dimension"):
+        pyml.attention(q, q[..., :3], q)
+    with pytest.raises(ValueError, match="4-dimensional"):
+        pyml.attention(q[0], q[0], q[0])
+    with pytest.raises(ValueError, match="not broadcastable"):
+        pyml.attention(q, q, q, mask=np.ones((3, 5), bool))
+    bad = q.copy()
+    bad[0, 1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*\(0, 1, 2, 3\)"):
+        pyml.attention(bad, q, q)
+    for s in (0.0, -1.0):
+        with pytest.raises(ValueError, match="scale"):
+            pyml.attention(q, q, q, scale=s)
+    with pytest.raises(TypeError):
+        pyml.attention(q, q, q, mask=np.ones((5, 5), complex))
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        pyml.attention(q, q, q, mask=np.full((5, 5), np.nan))
+
+
+def test_multi_head_attention(rng):
+    x = rng.standard_normal((2, 7, 6))
+    w = [rng.standard_normal((6, 6)) * 0.5 for _ in range(4)]
+    y = pyml.multi_head_attention(x, *w, num_heads=3, causal=True)
+    # oracle: heads by hand with the reference
+    q, k, v = (np.stack(np.split(x @ wi, 3, axis=-1), axis=1) for wi in w[:3])
+    o = ref.attention(q, k, v, causal=True)[0]
+    np.testing.assert_allclose(y, np.concatenate(list(np.moveaxis(o, 1, 0)), axis=-1) @ w[3], atol=1e-10)
+    dy = rng.standard_normal(y.shape)
+    grads = pyml.multi_head_attention_backward(dy, x, *w, num_heads=3, causal=True)
+    h = 1e-6
+    for which in (0, 1, 4):  # dx, dw_q, dw_o by central differences
+        args = [x] + w
+        idx = (0,) * (args[which].ndim - 1) + (1,)
+        p, m = [a.copy() for a in args], [a.copy() for a in args]
+        p[which][idx] += h
+        m[which][idx] -= h
+        num = (np.sum(pyml.multi_head_attention(*p, num_heads=3, causal=True) * dy)
+               - np.sum(pyml.multi_head_attention(*m, num_heads=3, causal=True) * dy)) / (2 * h)
+        assert abs(grads[which][idx] - num) < 1e-5
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_memory_is_linear_in_n(backend):
+    """Peak RSS growth of one forward+backward at Nq=Nk=8192, D=64 (float32), measured in a
+    fresh process: it must stay below the size of q+k+v+out (8 MiB); scores would be 256 MiB."""
+    code = textwrap.dedent(f"""
+        import resource, numpy as np, pyml
+        rng = np.random.default_rng(0)
+        q, k, v = (rng.standard_normal((1, 1, 8192, 64)).astype(np.float32) for _ in range(3))
+        small = [a[:, :, :64] for a in (q, k, v)]
+        o, l = pyml.attention(*small, causal=True, return_lse=True, backend="{backend}")
+        pyml.attention_backward(o, *small, o, l, causal=True, backend="{backend}")
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out, lse = pyml.attention(q, k, v, causal=True, return_lse=True, backend="{backend}")
+        peak_fwd = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        del out, lse
+        print((peak_fwd - base) * 1024)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    grown = int(res.stdout.split()[-1])
+    qkvo = 4 * 8192 * 64 * 4
+    assert grown < qkvo, f"peak RSS grew by {grown / 2**20:.1f} MiB at N=8192"
+
+
+def test_nn_layer(rng):
+    layer = pyml.nn.MultiHeadAttention(6, 3, causal=True, dtype=np.float64, random_state=0)
+    x = rng.standard_normal((2, 5, 6))
+    y = layer.forward(x)
+    np.testing.assert_allclose(y, pyml.multi_head_attention(x, *layer.params(), num_heads=3,
+                                                            causal=True), atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    ref_grads = pyml.multi_head_attention_backward(dy, x, *layer.params(), num_heads=3, causal=True)
+    np.testing.assert_allclose(dx, ref_grads[0], atol=1e-12)
+    for g, r in zip(layer.grads(), ref_grads[1:]):
+        np.testing.assert_allclose(g, r, atol=1e-12)
