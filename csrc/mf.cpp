@@ -1,0 +1,185 @@
+// ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started), and MF-SGD epochs.
+// Fast: one omp parallel region, dynamic schedule over power-law rows, per-thread scratch allocated once, f-contiguous SIMD loops.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+namespace py = pybind11;
+
+template <class T>
+using arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+namespace {
+
+template <class T>
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t f) {
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t d = 0; d < f; ++d) s += a[d] * b[d];
+    return s;
+}
+
+// In place: A (lower triangle, row-major f x f) becomes L, then x = A^{-1} b.
+template <class T>
+void cholesky_solve(T* A, const T* b, T* x, int64_t f) {
+    for (int64_t i = 0; i < f; ++i) {
+        T* Ai = A + i * f;
+        for (int64_t j = 0; j <= i; ++j) {
+            const T* Aj = A + j * f;
+            T s = Ai[j] - dot(Ai, Aj, j);
+            Ai[j] = (i == j) ? std::sqrt(s) : s / Aj[j];
+        }
+    }
+    for (int64_t i = 0; i < f; ++i) x[i] = (b[i] - dot(A + i * f, x, i)) / A[i * f + i];
+    for (int64_t i = f - 1; i >= 0; --i) {
+        T s = x[i];
+        for (int64_t k = i + 1; k < f; ++k) s -= A[k * f + i] * x[k];
+        x[i] = s / A[i * f + i];
+    }
+}
+
+// out = (YtY + reg I) p + sum_k alpha r_k (y_k . p) y_k   (c - 1 = alpha r)
+template <class T>
+void implicit_matvec(const T* YtY, const T* Y, const int32_t* idx, const T* val, int64_t start,
+                     int64_t end, T reg, T alpha, const T* p, T* out, int64_t f) {
+    for (int64_t a = 0; a < f; ++a) out[a] = reg * p[a] + dot(YtY + a * f, p, f);
+    for (int64_t k = start; k < end; ++k) {
+        const T* y = Y + int64_t(idx[k]) * f;
+        const T s = alpha * val[k] * dot(y, p, f);
+#pragma omp simd
+        for (int64_t d = 0; d < f; ++d) out[d] += s * y[d];
+    }
+}
+
+template <class T>
+void als_half_step(arr<int64_t> indptr_, arr<int32_t> indices_, arr<T> data_, arr<T> Y_, arr<T> YtY_,
+                   py::array_t<T, py::array::c_style> X_, double reg_d, double alpha_d, int cg_steps,
+                   bool implicit, bool exact) {
+    const int64_t n = X_.shape(0), f = X_.shape(1), m = Y_.shape(0);
+    if (indptr_.shape(0) != n + 1 || Y_.shape(1) != f || YtY_.shape(0) != f || YtY_.shape(1) != f ||
+        indices_.shape(0) != data_.shape(0))
+        throw std::invalid_argument("als_half_step: inconsistent shapes");
+    const int64_t* indptr = indptr_.data();
+    const int32_t* idx = indices_.data();
+    const T* val = data_.data();
+    const T* Y = Y_.data();
+    const T* YtY = YtY_.data();
+    T* X = X_.mutable_data();
+    const T reg = T(reg_d), alpha = T(alpha_d);
+    if (indptr[0] != 0 || indptr[n] > indices_.shape(0)) throw std::invalid_argument("als_half_step: bad indptr");
+    for (int64_t u = 0; u < n; ++u)
+        if (indptr[u + 1] < indptr[u]) throw std::invalid_argument("als_half_step: indptr not non-decreasing");
+    for (int64_t k = 0; k < indptr[n]; ++k)
+        if (idx[k] < 0 || idx[k] >= m) throw std::invalid_argument("als_half_step: column index out of range");
+    py::gil_scoped_release nogil;
+#pragma omp parallel
+    {
+        std::vector<T> A(f * f), b(f), r(f), p(f), Ap(f);
+#pragma omp for schedule(dynamic, 32)
+        for (int64_t u = 0; u < n; ++u) {
+            const int64_t start = indptr[u], end = indptr[u + 1];
+            T* x = X + u * f;
+            std::fill(b.begin(), b.end(), T(0));
+            for (int64_t k = start; k < end; ++k) {
+                const T* y = Y + int64_t(idx[k]) * f;
+                const T t = implicit ? (val[k] > 0 ? T(1) + alpha * val[k] : T(0)) : val[k];
+#pragma omp simd
+                for (int64_t d = 0; d < f; ++d) b[d] += t * y[d];
+            }
+            if (implicit && !exact) {
+                implicit_matvec(YtY, Y, idx, val, start, end, reg, alpha, x, Ap.data(), f);
+                T rs_old = 0;
+                for (int64_t a = 0; a < f; ++a) {
+                    r[a] = b[a] - Ap[a];
+                    p[a] = r[a];
+                    rs_old += r[a] * r[a];
+                }
+                for (int it = 0; it < cg_steps && rs_old >= T(1e-20); ++it) {
+                    implicit_matvec(YtY, Y, idx, val, start, end, reg, alpha, p.data(), Ap.data(), f);
+                    const T step = rs_old / dot(p.data(), Ap.data(), f);
+                    T rs_new = 0;
+#pragma omp simd reduction(+ : rs_new)
+                    for (int64_t a = 0; a < f; ++a) {
+                        x[a] += step * p[a];
+                        r[a] -= step * Ap[a];
+                        rs_new += r[a] * r[a];
+                    }
+                    const T beta = rs_new / rs_old;
+#pragma omp simd
+                    for (int64_t a = 0; a < f; ++a) p[a] = r[a] + beta * p[a];
+                    rs_old = rs_new;
+                }
+                continue;
+            }
+            for (int64_t a = 0; a < f; ++a) {
+                for (int64_t d = 0; d <= a; ++d) A[a * f + d] = implicit ? YtY[a * f + d] : T(0);
+                A[a * f + a] += reg;
+            }
+            for (int64_t k = start; k < end; ++k) {
+                const T* y = Y + int64_t(idx[k]) * f;
+                const T w = implicit ? alpha * val[k] : T(1);
+                for (int64_t a = 0; a < f; ++a) {
+                    const T wa = w * y[a];
+                    T* Aa = A.data() + a * f;
+#pragma omp simd
+                    for (int64_t d = 0; d <= a; ++d) Aa[d] += wa * y[d];
+                }
+            }
+            cholesky_solve(A.data(), b.data(), x, f);
+        }
+    }
+}
+
+template <class T>
+void mf_sgd_epoch(arr<int32_t> rows_, arr<int32_t> cols_, arr<T> vals_, arr<int64_t> order_,
+                  py::array_t<T, py::array::c_style> U_, py::array_t<T, py::array::c_style> V_,
+                  double lr_d, double reg_d, bool deterministic) {
+    const int64_t n = order_.shape(0), f = U_.shape(1), nu = U_.shape(0), nv = V_.shape(0);
+    const int64_t nnz = vals_.shape(0);
+    if (V_.shape(1) != f || rows_.shape(0) != nnz || cols_.shape(0) != nnz)
+        throw std::invalid_argument("mf_sgd_epoch: inconsistent shapes");
+    const int32_t* rows = rows_.data();
+    const int32_t* cols = cols_.data();
+    const T* vals = vals_.data();
+    const int64_t* order = order_.data();
+    for (int64_t q = 0; q < n; ++q) {
+        const int64_t k = order[q];
+        if (k < 0 || k >= nnz || rows[k] < 0 || rows[k] >= nu || cols[k] < 0 || cols[k] >= nv)
+            throw std::invalid_argument("mf_sgd_epoch: index out of range");
+    }
+    T* U = U_.mutable_data();
+    T* V = V_.mutable_data();
+    const T lr = T(lr_d), reg = T(reg_d);
+    py::gil_scoped_release nogil;
+    // Hogwild (Recht et al. 2011): unsynchronised updates; deterministic runs one thread in order.
+#pragma omp parallel if (!deterministic)
+    {
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < n; ++q) {
+            const int64_t k = order[q];
+            T* u = U + int64_t(rows[k]) * f;
+            T* v = V + int64_t(cols[k]) * f;
+            const T e = vals[k] - dot(u, v, f);
+#pragma omp simd
+            for (int64_t a = 0; a < f; ++a) {
+                const T ua = u[a], va = v[a];
+                u[a] = ua + lr * (e * va - reg * ua);
+                v[a] = va + lr * (e * ua - reg * va);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(mf, m) {
+    m.doc() = "ALS half-step (Cholesky / conjugate gradient) and MF-SGD epochs, OpenMP";
+    m.def("als_half_step", &als_half_step<float>);
+    m.def("als_half_step", &als_half_step<double>);
+    m.def("mf_sgd_epoch", &mf_sgd_epoch<float>);
+    m.def("mf_sgd_epoch", &mf_sgd_epoch<double>);
+}

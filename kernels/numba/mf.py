@@ -1,0 +1,130 @@
+# ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started), and MF-SGD epochs.
+# Fast: prange over blocks of rows (dynamic-ish balance for power-law rows), per-block scratch allocated once, f innermost.
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_BLOCKS_PER_THREAD = 16  # many small blocks so power-law rows balance across threads
+
+
+@njit(cache=True, inline="always")
+def _cholesky_solve(A, b, x):
+    f = A.shape[0]
+    for i in range(f):  # in-place A = L L^T, lower triangle
+        for j in range(i + 1):
+            s = A[i, j]
+            for k in range(j):
+                s -= A[i, k] * A[j, k]
+            A[i, j] = np.sqrt(s) if i == j else s / A[j, j]
+    for i in range(f):
+        s = b[i]
+        for k in range(i):
+            s -= A[i, k] * x[k]
+        x[i] = s / A[i, i]
+    for i in range(f - 1, -1, -1):
+        s = x[i]
+        for k in range(i + 1, f):
+            s -= A[k, i] * x[k]
+        x[i] = s / A[i, i]
+
+
+@njit(cache=True, inline="always")
+def _implicit_matvec(YtY, Y, indices, data, start, end, reg, alpha, p, out):
+    # out = (YtY + reg I) p + sum_i (c_i - 1)(y_i . p) y_i, with c_i - 1 = alpha r
+    f = p.shape[0]
+    for a in range(f):
+        s = reg * p[a]
+        for d in range(f):
+            s += YtY[a, d] * p[d]
+        out[a] = s
+    for k in range(start, end):
+        i = indices[k]
+        s = (p[0] - p[0])
+        for d in range(f):
+            s += Y[i, d] * p[d]
+        s *= alpha * data[k]
+        for d in range(f):
+            out[d] += s * Y[i, d]
+
+
+@njit(parallel=True, cache=True)
+def als_half_step(indptr, indices, data, Y, YtY, X, reg, alpha, cg_steps, implicit, exact):
+    n, f = X.shape
+    dt = X.dtype
+    reg = X.dtype.type(reg)
+    alpha = X.dtype.type(alpha)
+    n_blocks = min(n, 64 * _BLOCKS_PER_THREAD)
+    for blk in prange(n_blocks):
+        A = np.empty((f, f), dtype=dt)
+        b = np.empty(f, dtype=dt)
+        r = np.empty(f, dtype=dt)
+        p = np.empty(f, dtype=dt)
+        Ap = np.empty(f, dtype=dt)
+        for u in range(blk * n // n_blocks, (blk + 1) * n // n_blocks):
+            start, end = indptr[u], indptr[u + 1]
+            b[:] = 0
+            for k in range(start, end):
+                i = indices[k]
+                t = data[k] if not implicit else ((1 + alpha * data[k]) if data[k] > 0 else 0 * data[k])
+                for a in range(f):
+                    b[a] += t * Y[i, a]
+            if implicit and not exact:
+                x = X[u]
+                _implicit_matvec(YtY, Y, indices, data, start, end, reg, alpha, x, Ap)
+                rs_old = (reg - reg)
+                for a in range(f):
+                    r[a] = b[a] - Ap[a]
+                    p[a] = r[a]
+                    rs_old += r[a] * r[a]
+                for _ in range(cg_steps):
+                    if rs_old < 1e-20:
+                        break
+                    _implicit_matvec(YtY, Y, indices, data, start, end, reg, alpha, p, Ap)
+                    pAp = (reg - reg)
+                    for a in range(f):
+                        pAp += p[a] * Ap[a]
+                    step = rs_old / pAp
+                    rs_new = (reg - reg)
+                    for a in range(f):
+                        x[a] += step * p[a]
+                        r[a] -= step * Ap[a]
+                        rs_new += r[a] * r[a]
+                    for a in range(f):
+                        p[a] = r[a] + (rs_new / rs_old) * p[a]
+                    rs_old = rs_new
+                continue
+            for a in range(f):
+                for d in range(a + 1):
+                    A[a, d] = YtY[a, d] if implicit else 0
+                A[a, a] += reg
+            for k in range(start, end):
+                i = indices[k]
+                w = alpha * data[k] if implicit else 1 + 0 * data[k]
+                for a in range(f):
+                    wa = w * Y[i, a]
+                    for d in range(a + 1):
+                        A[a, d] += wa * Y[i, d]
+            _cholesky_solve(A, b, X[u])
+
+
+@njit(parallel=True, cache=True)
+def mf_sgd_epoch(rows, cols, vals, order, U, V, lr, reg, deterministic):
+    # Hogwild: chunks of the shuffled order run in parallel without locks; deterministic -> 1 chunk.
+    f = U.shape[1]
+    lr = U.dtype.type(lr)
+    reg = U.dtype.type(reg)
+    n = order.shape[0]
+    n_chunks = 1 if deterministic else min(n, 64)
+    for c in prange(n_chunks):
+        for q in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            k = order[q]
+            i, j = rows[k], cols[k]
+            e = vals[k]
+            for a in range(f):
+                e -= U[i, a] * V[j, a]
+            for a in range(f):
+                u_a = U[i, a]
+                v_a = V[j, a]
+                U[i, a] = u_a + lr * (e * v_a - reg * u_a)
+                V[j, a] = v_a + lr * (e * u_a - reg * v_a)

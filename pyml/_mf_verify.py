@@ -1,0 +1,93 @@
+"""`pyml verify` / `pyml warmup` for matrix factorization: every half-step variant (explicit
+Cholesky, implicit CG, implicit Cholesky) and the SGD epoch of one backend against the
+float64 reference, in float32 and float64 (which also compiles every Numba signature)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _als_driver as drv
+from .datasets import synthetic_ratings
+from .reference import mf as ref
+
+FACTOR = 4.0  # the tests/conftest.py tolerance rule
+
+
+def dense_half_step(indptr, indices, data, Y, YtY, X, reg, alpha, cg_steps, implicit, exact):
+    """The half-step again with NumPy dense algebra (LAPACK solve, vector CG): an independent
+    implementation whose rounding differs from the loop reference, so that its distance to
+    the reference measures the float64 rounding error of the problem (the "naive" error of
+    the tolerance rule, which would be zero if the reference were compared with itself)."""
+    f = X.shape[1]
+    for u in range(X.shape[0]):
+        sl = slice(indptr[u], indptr[u + 1])
+        Yu, r = Y[indices[sl]], data[sl]
+        w = alpha * r if implicit else np.ones_like(r)
+        t = np.where(r > 0, 1 + alpha * r, 0) if implicit else r
+        A = (YtY if implicit else 0) + (Yu.T * w) @ Yu + reg * np.eye(f)
+        b = Yu.T @ t
+        if exact or not implicit:
+            X[u] = np.linalg.solve(A, b)
+            continue
+        x = X[u].copy()
+        res = b - A @ x
+        p, rs = res.copy(), res @ res
+        for _ in range(cg_steps):
+            if rs < 1e-20:
+                break
+            Ap = A @ p
+            step = rs / (p @ Ap)
+            x, res = x + step * p, res - step * Ap
+            rs_new = res @ res
+            p, rs = res + (rs_new / rs) * p, rs_new
+        X[u] = x
+    return X
+
+
+def _tol(ref64, naive, dtype):
+    err = float(np.max(np.abs(naive.astype(np.float64) - ref64)))
+    return FACTOR * (err + float(np.finfo(dtype).eps) * max(1.0, float(np.max(np.abs(ref64)))))
+
+
+def _verify(backend: str, rng: np.random.Generator):
+    """Return [(check, max_error, tolerance)] for ``backend``; raises BackendUnavailableError."""
+    backend = drv.HALF_STEP.resolve(backend)
+    kernel = drv.HALF_STEP.get(backend)
+    rows = []
+    R, _ = synthetic_ratings(23, 11, 90, rank=3, seed=int(rng.integers(1 << 31)))
+    f = 5
+    Y64 = rng.standard_normal((11, f))
+    X064 = rng.standard_normal((23, f)) * 0.1
+    for name, implicit, exact in (("explicit", False, True), ("implicit_cg", True, False),
+                                  ("implicit_cholesky", True, True)):
+        Rv = abs(R) if implicit else R
+        results = {}
+        for dt in (np.float64, np.float32):
+            for be, k in (("ref", ref.als_half_step), ("out", kernel)):
+                X = X064.astype(dt)
+                drv.half_step(k, drv.CSRArrays(Rv, dt), Y64.astype(dt), X, 0.1, 2.0, 3, implicit, exact)
+                results[(be, dt)] = X
+        ref64 = results[("ref", np.float64)]
+        X = X064.copy()
+        drv.half_step(dense_half_step, drv.CSRArrays(Rv, np.float64), Y64, X, 0.1, 2.0, 3, implicit, exact)
+        results[("ref", np.float64)] = X  # naive float64 (see dense_half_step)
+        for dt in (np.float32, np.float64):
+            err = float(np.max(np.abs(results[("out", dt)].astype(np.float64) - ref64)))
+            rows.append((f"als_half_step {name} {np.dtype(dt).name}", err,
+                         _tol(ref64, results[("ref", dt)], dt)))
+        results[("ref", np.float64)] = ref64
+    if backend in drv.SGD_EPOCH.backends:
+        sgd = drv.SGD_EPOCH.get(backend)
+        coo = R.tocoo()
+        order = rng.permutation(R.nnz).astype(np.int64)
+        out = {}
+        for dt in (np.float64, np.float32):
+            for be, k in (("ref", ref.mf_sgd_epoch), ("out", sgd)):
+                U, V = (X064.astype(dt), (Y64 * 0.1).astype(dt))
+                k(coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data.astype(dt), order,
+                  U, V, 0.05, 0.01, True)
+                out[(be, dt)] = np.concatenate([U, V])
+        for dt in (np.float32, np.float64):
+            err = float(np.max(np.abs(out[("out", dt)].astype(np.float64) - out[("ref", np.float64)])))
+            rows.append((f"mf_sgd_epoch deterministic {np.dtype(dt).name}", err,
+                         _tol(out[("ref", np.float64)], out[("ref", dt)], dt)))
+    return rows

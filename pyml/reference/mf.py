@@ -1,0 +1,127 @@
+"""Matrix factorization, the oracle: plain loops straight from the equations.
+
+Seed 004 ("matrix factorization (MF)", "Alternating least squares") gives the objective
+J = 1/2 sum_{(i,j) in Omega} (r_ij - u_i^T v_j)^2 + lambda (||U||^2 + ||V||^2). pyml uses the
+convention of implicit and Spark: ``reg`` is the lambda of the normal equations
+(V_Omega^T V_Omega + reg I) u = V_Omega^T r, i.e. J = 1/2 sum (r - u.v)^2 + 1/2 reg (||U||^2+||V||^2).
+Implicit feedback follows Hu, Koren, Volinsky (2008): c = 1 + alpha r, p = 1[r > 0],
+(Y^T Y + Y^T (C - I) Y + reg I) x_u = Y^T C p(u).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _cholesky_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve A x = b for symmetric positive definite A by A = L L^T (textbook loops)."""
+    f = A.shape[0]
+    L = np.zeros_like(A)
+    for i in range(f):
+        for j in range(i + 1):
+            s = A[i, j]
+            for k in range(j):
+                s -= L[i, k] * L[j, k]
+            L[i, j] = np.sqrt(s) if i == j else s / L[j, j]
+    z = np.zeros_like(b)
+    for i in range(f):  # L z = b
+        s = b[i]
+        for k in range(i):
+            s -= L[i, k] * z[k]
+        z[i] = s / L[i, i]
+    x = np.zeros_like(b)
+    for i in range(f - 1, -1, -1):  # L^T x = z
+        s = z[i]
+        for k in range(i + 1, f):
+            s -= L[k, i] * x[k]
+        x[i] = s / L[i, i]
+    return x
+
+
+def als_half_step(indptr, indices, data, Y, YtY, X, reg, alpha, cg_steps, implicit, exact):
+    """Recompute every row x_u of ``X`` (in place) with ``Y`` fixed.
+
+    Row u's interactions are ``indices[indptr[u]:indptr[u+1]]`` with ratings ``data``.
+    explicit: A = sum_i y_i y_i^T + reg I, b = sum_i r_ui y_i, x_u = A^{-1} b (exact).
+    implicit: A = YtY + sum_i (c_ui - 1) y_i y_i^T + reg I, b = sum_i c_ui p_ui y_i; exact
+    solve, or ``cg_steps`` of conjugate gradient warm-started from the current x_u.
+    """
+    n, f = X.shape
+    dt = X.dtype.type
+    for u in range(n):
+        start, end = indptr[u], indptr[u + 1]
+        A = np.zeros((f, f), dtype=X.dtype)
+        b = np.zeros(f, dtype=X.dtype)
+        for a in range(f):
+            A[a, a] = dt(reg)
+            if implicit:
+                for d in range(f):
+                    A[a, d] += YtY[a, d]
+        for k in range(start, end):
+            i, r = indices[k], data[k]
+            c = dt(1) + dt(alpha) * r if implicit else dt(1)
+            w = c - dt(1) if implicit else dt(1)   # weight of y_i y_i^T in A
+            t = (c if r > 0 else dt(0)) if implicit else r  # weight of y_i in b
+            for a in range(f):
+                b[a] += t * Y[i, a]
+                for d in range(f):
+                    A[a, d] += w * Y[i, a] * Y[i, d]
+        if not implicit or exact:
+            X[u] = _cholesky_solve(A, b)
+            continue
+        x = X[u].copy()
+        r_ = np.array([b[a] - sum(A[a, d] * x[d] for d in range(f)) for a in range(f)],
+                      dtype=X.dtype)
+        p = r_.copy()
+        rs_old = sum(r_[a] * r_[a] for a in range(f))
+        for _ in range(cg_steps):
+            if rs_old < 1e-20:
+                break
+            Ap = np.array([sum(A[a, d] * p[d] for d in range(f)) for a in range(f)], dtype=X.dtype)
+            step = rs_old / sum(p[a] * Ap[a] for a in range(f))
+            for a in range(f):
+                x[a] += step * p[a]
+                r_[a] -= step * Ap[a]
+            rs_new = sum(r_[a] * r_[a] for a in range(f))
+            for a in range(f):
+                p[a] = r_[a] + (rs_new / rs_old) * p[a]
+            rs_old = rs_new
+        X[u] = x
+    return X
+
+
+def als_loss(indptr, indices, data, X, Y, reg, alpha, implicit):
+    """The objective: explicit 1/2 sum_Omega (r - x.y)^2, implicit 1/2 sum_{all u,i}
+    c_ui (p_ui - x_u.y_i)^2 (c = 1, p = 0 off Omega), plus 1/2 reg (||X||^2 + ||Y||^2)."""
+    loss = 0.0
+    n_rows, n_cols = X.shape[0], Y.shape[0]
+    for u in range(n_rows):
+        observed = {int(indices[k]): float(data[k]) for k in range(indptr[u], indptr[u + 1])}
+        cols = range(n_cols) if implicit else observed.keys()
+        for i in cols:
+            s = sum(float(X[u, a]) * float(Y[i, a]) for a in range(X.shape[1]))
+            if implicit:
+                r = observed.get(i, 0.0)
+                c, p = 1.0 + alpha * r, 1.0 if r > 0 else 0.0
+                loss += 0.5 * c * (p - s) ** 2
+            else:
+                loss += 0.5 * (observed[i] - s) ** 2
+    loss += 0.5 * reg * (float(np.sum(X.astype(np.float64) ** 2)) + float(np.sum(Y.astype(np.float64) ** 2)))
+    return loss
+
+
+def mf_sgd_epoch(rows, cols, vals, order, U, V, lr, reg, deterministic):
+    """One SGD epoch over the observed entries in ``order`` (in place on U, V).
+
+    e = r - u.v; the gradient of 1/2 e^2 + 1/2 reg(|u|^2 + |v|^2) w.r.t. u is -(e v - reg u),
+    so u += lr (e v - reg u), v += lr (e u - reg v). Seed 004 writes u <- u - eta e v: that
+    sign is wrong (it ascends the error), see the derivation above.
+    """
+    f = U.shape[1]
+    for k in order:
+        i, j, r = rows[k], cols[k], vals[k]
+        e = r - sum(U[i, a] * V[j, a] for a in range(f))
+        for a in range(f):
+            u_a, v_a = U[i, a], V[j, a]
+            U[i, a] = u_a + lr * (e * v_a - reg * u_a)
+            V[j, a] = v_a + lr * (e * u_a - reg * v_a)
+    return U, V
