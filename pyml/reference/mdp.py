@@ -1,0 +1,230 @@
+"""Textbook value iteration, policy evaluation and tabular Q-learning / SARSA (the oracle).
+
+Bellman optimality backup (seed 001, section 5.3; seed 004 "fixed pt. iteration on
+Bellman eq."):
+
+    V(s) = max_a [ R(s, a) + gamma * sum_{s'} P(s' | s, a) V(s') ]
+
+Q-learning update (seed 001, section 5.14; seed 003, cliff-walking example, steps 2.3-2.4):
+
+    y_t = r_t                                   if S_{t+1} is terminal
+    y_t = r_t + gamma * max_a q(S_{t+1}, a)     otherwise
+    q(S_t, A_t) <- q(S_t, A_t) + alpha * (y_t - q(S_t, A_t))
+
+Plain Python loops over s, a, s'; NumPy only as the container. Never imports a kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def bellman_backup(P, R, gamma, V, policy=None):
+    """One Jacobi sweep of the Bellman backup on a dense P (A, S, S); R is (S, A).
+
+    With ``policy`` given (int array (S,)), only a = policy[s] is backed up (policy
+    evaluation, seed 001 "Bellman equation for state-value function"). Sums run in P's
+    dtype, so a float32 P gives the float32 "naive" result of the tolerance rule.
+    Returns (V_new, argmax action).
+    """
+    A, S = P.shape[0], P.shape[1]
+    dt = P.dtype.type
+    V_new = np.empty(S, dtype=P.dtype)
+    best_a = np.zeros(S, dtype=np.int64)
+    for s in range(S):
+        actions = range(A) if policy is None else [int(policy[s])]
+        best = None
+        for a in actions:
+            total = dt(0)
+            for s_next in range(S):
+                total += P[a, s, s_next] * dt(V[s_next])
+            q = dt(R[s, a]) + dt(gamma) * total
+            if best is None or q > best:
+                best, best_a[s] = q, a
+        V_new[s] = best
+    return V_new, best_a
+
+
+def bellman_backup_sparse(P_list, R, gamma, V, policy=None):
+    """:func:`bellman_backup` with P given as A scipy.sparse CSR (S, S) matrices."""
+    A, S = len(P_list), P_list[0].shape[0]
+    dt = P_list[0].dtype.type
+    V_new = np.empty(S, dtype=P_list[0].dtype)
+    best_a = np.zeros(S, dtype=np.int64)
+    for s in range(S):
+        actions = range(A) if policy is None else [int(policy[s])]
+        best = None
+        for a in actions:
+            Pa = P_list[a]
+            total = dt(0)
+            for k in range(Pa.indptr[s], Pa.indptr[s + 1]):
+                total += Pa.data[k] * dt(V[Pa.indices[k]])
+            q = dt(R[s, a]) + dt(gamma) * total
+            if best is None or q > best:
+                best, best_a[s] = q, a
+        V_new[s] = best
+    return V_new, best_a
+
+
+def value_iteration(P, R, gamma, epsilon=1e-6, max_iter=10_000, V0=None):
+    """Jacobi value iteration until sup|V_{k+1} - V_k| < epsilon (1 - gamma) / (2 gamma).
+
+    That threshold makes the greedy policy epsilon-optimal (Puterman, Thm 6.3.1).
+    ``P`` is dense (A, S, S) or a list of CSR. Returns (V, policy, n_iter).
+    """
+    sparse = isinstance(P, (list, tuple))
+    S = P[0].shape[0]
+    V = np.zeros(S) if V0 is None else np.array(V0, dtype=float)
+    threshold = epsilon * (1 - gamma) / (2 * gamma) if gamma < 1 else epsilon
+    backup = bellman_backup_sparse if sparse else bellman_backup
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        V_new, policy = backup(P, R, gamma, V)
+        delta = max(abs(float(V_new[s]) - float(V[s])) for s in range(S))
+        V = V_new
+        if delta < threshold:
+            break
+    return V, policy, n_iter
+
+
+def q_values(P, R, gamma, V):
+    """Q(s, a) = R(s, a) + gamma sum_{s'} P(s'|s, a) V(s') for dense or sparse P."""
+    sparse = isinstance(P, (list, tuple))
+    A, S = len(P) if sparse else P.shape[0], P[0].shape[0]
+    Q = np.empty((S, A))
+    for s in range(S):
+        for a in range(A):
+            if sparse:
+                Pa = P[a]
+                total = sum(Pa.data[k] * V[Pa.indices[k]] for k in range(Pa.indptr[s], Pa.indptr[s + 1]))
+            else:
+                total = sum(P[a, s, s_next] * V[s_next] for s_next in range(S))
+            Q[s, a] = R[s, a] + gamma * total
+    return Q
+
+
+def td_update(Q, s, a, r, s_next, terminal, alpha, gamma, a_next=None):
+    """One Q-learning (a_next None) or SARSA (a_next given) update of Q in place (seed 003, 2.3-2.4)."""
+    if terminal:
+        y = r
+    elif a_next is None:
+        y = r + gamma * max(Q[s_next, b] for b in range(Q.shape[1]))
+    else:
+        y = r + gamma * Q[s_next, a_next]
+    Q[s, a] = Q[s, a] + alpha * (y - Q[s, a])
+
+
+# ---------------------------------------------------------------- episode loop (RL oracle)
+def _splitmix64(state):
+    """The 64-bit SplitMix generator shared by every backend, so runs agree bit for bit."""
+    mask = (1 << 64) - 1
+    state = (state + 0x9E3779B97F4A7C15) & mask
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return state, z ^ (z >> 31)
+
+
+def _uniform(state):
+    state, z = _splitmix64(state)
+    return state, (z >> 11) * (1.0 / 9007199254740992.0)
+
+
+def td_control(next_state, cum_prob, reward, done, start, Q, episodes, alpha, gamma,
+               epsilon, max_steps, seed, sarsa):
+    """epsilon-greedy Q-learning / SARSA episodes on a tabular model (seed 003 algorithm).
+
+    The model: outcome k of (s, a) happens with probability cum_prob[s,a,k]-cum_prob[s,a,k-1]
+    and leads to next_state[s,a,k] with reward[s,a,k]; done[s,a,k] ends the episode.
+    Greedy ties go to the lowest action index. Q is updated in place; returns the
+    per-episode undiscounted returns.
+    """
+    S, A, K = next_state.shape
+    state = int(seed) & ((1 << 64) - 1)
+    returns = np.zeros(episodes)
+
+    def choose(s, state):
+        state, u = _uniform(state)
+        if u < epsilon:
+            state, u = _uniform(state)
+            return state, min(int(u * A), A - 1)
+        best = 0
+        for b in range(1, A):
+            if Q[s, b] > Q[s, best]:
+                best = b
+        return state, best
+
+    for ep in range(episodes):
+        s = int(start)
+        state, a = choose(s, state)
+        total = 0.0
+        for _ in range(max_steps):
+            state, u = _uniform(state)
+            k = 0
+            while k < K - 1 and u >= cum_prob[s, a, k]:
+                k += 1
+            s_next, r, end = int(next_state[s, a, k]), float(reward[s, a, k]), bool(done[s, a, k])
+            total += r
+            if sarsa:
+                state, a_next = choose(s_next, state)
+                td_update(Q, s, a, r, s_next, end, alpha, gamma, a_next)
+            else:
+                td_update(Q, s, a, r, s_next, end, alpha, gamma)
+                state, a_next = choose(s_next, state)
+            s, a = s_next, a_next
+            if end:
+                break
+        returns[ep] = total
+    return returns
+
+
+# ---------------------------------------------- sweeps with the compiled kernels' signature
+def sweep_dense(P, R, gamma, V, V_out, policy, fixed, gauss_seidel):
+    """One backup sweep over dense P (A, S, S), in the calling convention of the kernels.
+
+    Jacobi reads V and writes V_out; Gauss-Seidel writes V[s] in place so that later
+    states already see it. ``fixed``: back up only a = policy[s] (policy evaluation),
+    else write the greedy action into ``policy``. Returns sup_s |V_new(s) - V(s)|.
+    """
+    A, S = P.shape[0], P.shape[1]
+    delta = 0.0
+    for s in range(S):
+        actions = [int(policy[s])] if fixed else range(A)
+        best, arg = None, None
+        for a in actions:
+            total = 0.0
+            for s_next in range(S):
+                total += float(P[a, s, s_next]) * V[s_next]
+            q = R[s, a] + gamma * total
+            if best is None or q > best:
+                best, arg = q, a
+        delta = max(delta, abs(best - V[s]))
+        V_out[s] = best
+        if gauss_seidel:
+            V[s] = best
+        if not fixed:
+            policy[s] = arg
+    return delta
+
+
+def sweep_sparse(indptr, indices, data, A, R, gamma, V, V_out, policy, fixed, gauss_seidel):
+    """:func:`sweep_dense` on the state-major CSR: row s*A + a holds P(. | s, a)."""
+    S = V.shape[0]
+    delta = 0.0
+    for s in range(S):
+        actions = [int(policy[s])] if fixed else range(A)
+        best, arg = None, None
+        for a in actions:
+            row = s * A + a
+            total = 0.0
+            for k in range(indptr[row], indptr[row + 1]):
+                total += float(data[k]) * V[indices[k]]
+            q = R[s, a] + gamma * total
+            if best is None or q > best:
+                best, arg = q, a
+        delta = max(delta, abs(best - V[s]))
+        V_out[s] = best
+        if gauss_seidel:
+            V[s] = best
+        if not fixed:
+            policy[s] = arg
+    return delta
