@@ -4,8 +4,8 @@ from pybind11.setup_helpers import Pybind11Extension
 from setuptools import Extension, setup
 
 # One extension per hot loop so that a change to one kernel rebuilds only that module.
-CPP_MODULES = ["_info"]
-CYTHON_MODULES = []
+CPP_MODULES = ["_info", "conv", "kmeans", "mf", "attention", "mdp"]
+CYTHON_MODULES = ["kmeans", "mf"]
 
 OPT = ["-O3", "-march=native", "-fopenmp"]
 

@@ -22,7 +22,7 @@ BACKENDS = ("python", "numba", "cpp", "cython", "cuda")
 # Fastest CPU backend first, per hot loop: decided by `pyml bench` on the 2-core
 # development machine (figures in the issue notes). "python" is always last.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
-    "kmeans": ("cpp", "numba", "cython", "python"),
+    "kmeans": ("cpp", "cython", "numba", "python"),
     "conv2d": ("cpp", "numba", "python"),
     "attention": ("cpp", "numba", "python"),
     "als": ("cpp", "cython", "numba", "python"),
