@@ -28,7 +28,10 @@ from .mdp import (greedy_policy, policy_evaluation, policy_iteration, q_values, 
 from .rl import q_learning, sarsa  # noqa: E402
 
 __all__ = [
-    "envs", "value_iteration", "policy_iteration", "policy_evaluation", "q_values", "greedy_policy",
+    "datasets", "ALS", "mf_sgd",
+    "attention", "attention_backward", "sinusoidal_positional_encoding",
+    "multi_head_attention", "multi_head_attention_backward",
+    "envs", "mdp", "rl", "value_iteration", "policy_iteration", "policy_evaluation", "q_values", "greedy_policy",
     "q_learning", "sarsa",
     "KMeans", "kmeans_assign", "kmeans_plusplus",
     "conv2d", "conv2d_backward", "conv_output_shape", "max_pool2d", "max_pool2d_backward",
