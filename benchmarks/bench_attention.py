@@ -46,6 +46,21 @@ def _torch_runners(q, k, v, do, causal):
     return Runner("torch", "peer", fwd), Runner("torch", "peer", bwd)
 
 
+def _pyml_runners(q, k, v, do, causal, backends):
+    """Runners bound to this problem's arrays (a closure in suite()'s loop would see the
+    last problem's arrays: Python binds free variables late)."""
+    fwd, bwd = [], []
+    for be in backends:
+        fwd.append(Runner(f"pyml[{be}]", "pyml", lambda be=be: (
+            lambda: pyml.attention(q, k, v, causal=causal, backend=be))))
+
+        def prep(be=be):
+            out, lse = pyml.attention(q, k, v, causal=causal, return_lse=True, backend=be)
+            return lambda: pyml.attention_backward(do, q, k, v, out, lse, causal=causal, backend=be)
+        bwd.append(Runner(f"pyml[{be}]", "pyml", prep))
+    return fwd, bwd
+
+
 def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
     if size not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
@@ -58,14 +73,7 @@ def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
         flops = 4.0 * B * H * N * N * D * (0.5 if causal else 1.0)
         # the scalar Numba kernel takes minutes at N=16384: compiled C++ only there
         bes = [be for be in backends if N <= 4096 or be != "numba"]
-        fwd = [Runner(f"pyml[{be}]", "pyml", lambda be=be: (
-            lambda: pyml.attention(q, k, v, causal=causal, backend=be))) for be in bes]
-        bwd = []
-        for be in bes:
-            def prep(be=be):
-                out, lse = pyml.attention(q, k, v, causal=causal, return_lse=True, backend=be)
-                return lambda: pyml.attention_backward(do, q, k, v, out, lse, causal=causal, backend=be)
-            bwd.append(Runner(f"pyml[{be}]", "pyml", prep))
+        fwd, bwd = _pyml_runners(q, k, v, do, causal, bes)
         if peers is None or "torch" in peers:
             try:
                 tf, tb = _torch_runners(q, k, v, do, causal)

@@ -42,3 +42,14 @@ def test_plot_writes_png(tmp_path):
 def test_measure_roof_is_positive():
     roof = h.measure_roof(n=256, repeat=1)
     assert set(roof) == {"sgemm", "dgemm", "stream"} and all(v > 0 for v in roof.values())
+
+
+def test_attention_suite_binds_each_problem():
+    """Each case's runners solve that case (regression: closures once saw the last case)."""
+    pytest.importorskip("pyml._cpp.attention")
+    from pyml.benchmarks import bench_attention
+
+    full, _, causal, _ = bench_attention.suite("small", ["cpp"], [])
+    assert "full" in full.problem and "causal" in causal.problem
+    a, b = full.runners[0].prepare()(), causal.runners[0].prepare()()
+    assert a.shape == b.shape and not np.allclose(a, b)
