@@ -1,6 +1,9 @@
 """Attention driver: mask preparation, output allocation and backend dispatch, shared by every
 backend. Arguments arrive validated (pyml.attention does that once); the kernels fill the
 arrays allocated here, so nothing of size Nq x Nk is ever allocated for a compiled backend.
+
+float16 / bfloat16 (cuda backend only) keep out, dq, dk, dv in that dtype; the mask, lse and
+delta are float32, the precision the kernel accumulates in (see :func:`acc_dtype`).
 """
 from __future__ import annotations
 
@@ -12,12 +15,21 @@ FORWARD = KernelTable("attention", "attention", {
     "python": "pyml.reference.attention:attention",
     "numba": "pyml.kernels.numba.attention:attention_forward",
     "cpp": "pyml._cpp.attention:attention_forward",
+    "cuda": "pyml._attention_cuda:attention_forward",
 })
 BACKWARD = KernelTable("attention_backward", "attention", {
     "python": "pyml.reference.attention:attention_backward",
     "numba": "pyml.kernels.numba.attention:attention_backward",
     "cpp": "pyml._cpp.attention:attention_backward",
+    "cuda": "pyml._attention_cuda:attention_backward",
 })
+HALF_DTYPES = ("float16", "bfloat16")  # storage-only inputs, cuda backend only
+
+
+def acc_dtype(dtype) -> np.dtype:
+    """The dtype of the mask, lse and delta for inputs of ``dtype``: float32 for 16-bit floats."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype.name in HALF_DTYPES else dtype
 
 
 def compact_mask(mask, shape, dtype):
@@ -49,8 +61,8 @@ def forward(q, k, v, mask, causal: bool, scale: float, backend: str):
     B, H, Nq, _ = q.shape
     xp = array_module(q)
     out = xp.empty((B, H, Nq, v.shape[3]), q.dtype)
-    lse = xp.empty((B, H, Nq), q.dtype)
-    m, msb, msh, msq, has = compact_mask(mask, (B, H, Nq, k.shape[2]), q.dtype)
+    lse = xp.empty((B, H, Nq), acc_dtype(q.dtype))
+    m, msb, msh, msq, has = compact_mask(mask, (B, H, Nq, k.shape[2]), acc_dtype(q.dtype))
     FORWARD.get(backend)(q, k, v, m, msb, msh, msq, has, bool(causal), float(scale), out, lse)
     return out, lse
 
@@ -61,10 +73,11 @@ def backward(dout, q, k, v, out, lse, mask, causal: bool, scale: float, backend:
         return BACKWARD.get("python")(dout, q, k, v, mask, causal, scale)
     B, H, Nq, _ = q.shape
     xp = array_module(q)
+    acc = acc_dtype(q.dtype)
     # Delta_i = rowsum(dO * O): O(N*D) work, shared by every backend
-    delta = xp.ascontiguousarray((dout * out).sum(axis=-1))
+    delta = xp.ascontiguousarray((dout.astype(acc, copy=False) * out.astype(acc, copy=False)).sum(axis=-1))
     dq, dk, dv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
-    m, msb, msh, msq, has = compact_mask(mask, (B, H, Nq, k.shape[2]), q.dtype)
+    m, msb, msh, msq, has = compact_mask(mask, (B, H, Nq, k.shape[2]), acc)
     BACKWARD.get(backend)(dout, q, k, v, lse, delta, m, msb, msh, msq, has, bool(causal),
                           float(scale), dq, dk, dv)
     return dq, dk, dv

@@ -13,16 +13,55 @@ import math
 import numpy as np
 
 from . import _attention_driver as drv
-from ._backend import array_module
+from ._backend import array_module, to_numpy
 from ._validation import check_array, check_int, check_scalar, common_float_dtype
+
+_EXPONENT_BITS = {"float16": 0x7C00, "bfloat16": 0x7F80}  # all set: inf or NaN
+
+
+def _is_half(x) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and np.dtype(dtype).name in drv.HALF_DTYPES
+
+
+def _check_half(x, name, dtype=None):
+    """check_array for the 16-bit float inputs of the cuda backend (float16, ml_dtypes.bfloat16):
+    4-d, not empty, finite, C-contiguous; converted to ``dtype`` when one is given."""
+    xp = array_module(x)
+    x = xp.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be 4-dimensional, got {x.ndim} dimensions (shape {x.shape})")
+    if x.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {x.shape}")
+    if x.dtype.kind == "c":
+        raise TypeError(f"{name} must be real, got complex dtype {x.dtype}")
+    x = xp.ascontiguousarray(x.astype(dtype, copy=False) if dtype is not None else x)
+    e = _EXPONENT_BITS[x.dtype.name]
+    bad = (x.view(np.uint16) & e) == e  # on the bit pattern: needs no float16/bfloat16 ufuncs
+    if bool(bad.any()):
+        first = tuple(int(i) for i in np.argwhere(to_numpy(bad))[0])
+        raise ValueError(f"{name} contains NaN or infinity (first at index {first})")
+    return x
+
+
+def _check_backend_dtype(dtype, backend: str) -> None:
+    if np.dtype(dtype).name in drv.HALF_DTYPES and backend != "cuda":
+        raise TypeError(f"{np.dtype(dtype).name} inputs need backend='cuda'; the {backend!r} backend "
+                        "computes in float32/float64 only (convert with .astype(np.float32))")
 
 
 def _check_qkv(q, k, v):
-    q = check_array(q, "q", ndim=4)
-    k = check_array(k, "k", ndim=4)
-    v = check_array(v, "v", ndim=4)
-    dtype = common_float_dtype(q, k, v)
-    q, k, v = (a.astype(dtype, copy=False) for a in (q, k, v))
+    if any(_is_half(a) for a in (q, k, v)):
+        dtypes = [str(getattr(a, "dtype", type(a).__name__)) for a in (q, k, v)]
+        if len(set(dtypes)) != 1:
+            raise TypeError(f"q, k and v must share one dtype when any is float16/bfloat16, got {', '.join(dtypes)}")
+        q, k, v = _check_half(q, "q"), _check_half(k, "k"), _check_half(v, "v")
+    else:
+        q = check_array(q, "q", ndim=4)
+        k = check_array(k, "k", ndim=4)
+        v = check_array(v, "v", ndim=4)
+        dtype = common_float_dtype(q, k, v)
+        q, k, v = (a.astype(dtype, copy=False) for a in (q, k, v))
     B, H, Nq, D = q.shape
     if k.shape[:2] != (B, H) or v.shape[:2] != (B, H):
         raise ValueError(f"q, k, v must share batch and head dimensions (B, H), got q {q.shape}, "
@@ -47,7 +86,7 @@ def _check_mask(mask, shape, q):
     if any(m not in (1, s) for m, s in zip(padded, shape)):
         raise ValueError(f"mask of shape {mask.shape} is not broadcastable to (B, H, Nq, Nk) = {shape}")
     if mask.dtype != np.bool_:
-        mask = mask.astype(q.dtype)
+        mask = mask.astype(drv.acc_dtype(q.dtype))
         if bool(xp.isnan(mask).any()) or bool((mask == np.inf).any()):
             raise ValueError("mask contains NaN or +inf; use -inf (or a boolean False) to hide a key")
     return mask
@@ -73,6 +112,9 @@ def attention(q, k, v, mask=None, causal: bool = False, scale: float | None = No
     backend : "auto", "python", "numba", "cpp" or "cuda"
 
     A query whose keys are all masked gets a zero output row and lse = -inf.
+    float32 and float64 everywhere; float16 and bfloat16 (``ml_dtypes.bfloat16``) with
+    backend "cuda" only: out keeps that dtype, lse is float32. The cuda backend takes
+    head dimensions D, Dv <= 256.
 
     Examples
     --------
@@ -86,6 +128,7 @@ def attention(q, k, v, mask=None, causal: bool = False, scale: float | None = No
     mask = _check_mask(mask, (B, H, Nq, k.shape[2]), q)
     scale = _check_scale(scale, D)
     b = drv.FORWARD.resolve(backend, q, k, v)
+    _check_backend_dtype(q.dtype, b)
     out, lse = drv.forward(q, k, v, mask, bool(causal), scale, b)
     return (out, lse) if return_lse else out
 
@@ -110,9 +153,12 @@ def attention_backward(dout, q, k, v, out, lse, mask=None, causal: bool = False,
     q, k, v = _check_qkv(q, k, v)
     B, H, Nq, D = q.shape
     dt = q.dtype
-    dout = check_array(dout, "dout", ndim=4, dtype=dt)
-    out = check_array(out, "out", ndim=4, dtype=dt)
-    lse = check_array(lse, "lse", ndim=3, dtype=dt, check_finite=False)
+    if _is_half(q):
+        dout, out = _check_half(dout, "dout", dt), _check_half(out, "out", dt)
+    else:
+        dout = check_array(dout, "dout", ndim=4, dtype=dt)
+        out = check_array(out, "out", ndim=4, dtype=dt)
+    lse = check_array(lse, "lse", ndim=3, dtype=drv.acc_dtype(dt), check_finite=False)
     want = (B, H, Nq, v.shape[3])
     if dout.shape != want or out.shape != want:
         raise ValueError(f"dout and out must have shape {want}, got {dout.shape} and {out.shape}")
@@ -121,6 +167,7 @@ def attention_backward(dout, q, k, v, out, lse, mask=None, causal: bool = False,
     mask = _check_mask(mask, (B, H, Nq, k.shape[2]), q)
     scale = _check_scale(scale, D)
     b = drv.BACKWARD.resolve(backend, q, k, v)
+    _check_backend_dtype(dt, b)
     return drv.backward(dout, q, k, v, out, lse, mask, bool(causal), scale, b)
 
 
