@@ -1,102 +1,113 @@
 // Flash attention: out = softmax(Q K^T * scale + M) V with lse, and its backward (dQ, dK, dV),
-// tiled over keys with an online softmax; the Nq x Nk score matrix is never materialised.
-// Fast: Q-tile x K-tile products by a register-blocked 4 x NR SIMD micro-kernel on transposed
-// tiles, vectorisable exp, one OpenMP region per call, per-thread tile buffers, no allocation in loops.
+// tiled over queries and keys with an online softmax; the Nq x Nk score matrix is never
+// materialised (memory O(N*D) per thread).
+//
+// Fast: every tile product goes through the register-blocked micro-kernel of tile_gemm.hpp
+// (8 x 32 floats / 8 x 16 doubles with AVX-512), whose B operand must have contiguous rows:
+//   forward  (one task = one BQ-query tile of one head): the scores are kept transposed,
+//            S^T[key][query] = K_tile . Q_tile^T, so only the Q tile is transposed, once per
+//            task; the softmax statistics are then vectors across queries (no horizontal
+//            reductions) and O += P V reads P^T with strides (1, BQ) and V as it is.
+//   backward (one unit = one BK-key tile): K and V tiles are transposed once, then for every
+//            query tile S = Q Kt, dP = dO Vt, P = exp(S - lse), dS = P (dP - Delta),
+//            dV += P^T dO, dK += dS^T Q, dQ += dS K: five products, no recomputation. dQ is
+//            owned per head (threads split heads) or, with fewer heads than threads, summed
+//            from per-thread copies (threads split the key tiles of one head).
+// Rounding follows the reference: S = (Q K^T) * scale + M in that order, dQ and dK scaled last
+// (folding scale into Q or K, or into an FMA with the exp argument, doubles the float64 error
+// against it). exp is a branch-free vector polynomial (vexp, tested in tests/test_attention.py).
+// Tiles: BQ = BK = 64 (score tile 16 KiB in float32); larger or smaller tiles measured no faster.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <vector>
+
+#include "tile_gemm.hpp"
 
 namespace py = pybind11;
 using i64 = std::int64_t;
+using tile_gemm::gemm;
+using tile_gemm::vec_t;
+using tile_gemm::vload;
+using tile_gemm::vsplat;
+using tile_gemm::vstore;
 
 template <typename T>
 using arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
-constexpr int BQ = 32;  // query rows per tile (rows of one task)
-constexpr int BK = 64;  // keys per tile (the score tile is BQ x BK, lives in L1)
-constexpr int MR = 4;   // micro-kernel rows
+constexpr int BQ = 64;  // queries per tile
+constexpr int BK = 64;  // keys per tile
 
-template <typename T> struct Nr { static constexpr int value = 64 / sizeof(T) * 2; };  // two 512-bit vectors
+template <typename T> constexpr int W = tile_gemm::Vec<T>::W;
+inline int round_up(int n, int w) { return (n + w - 1) / w * w; }
+template <typename T> constexpr T ninf() { return -std::numeric_limits<T>::infinity(); }
 
-// exp for arguments <= ~0 (all ours are: s - max, s - lse); Cephes range reduction +
-// degree-7 polynomial, written branch-free so `omp simd` vectorises it (std::expf would not).
-inline float exp_neg(float x) {
-    const bool under = x < -87.3f;
-    float xc = std::min(std::max(x, -87.3f), 1.0f);
-    float n = std::floor(xc * 1.44269504088896341f + 0.5f);
-    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
-    float two_n;
-    std::memcpy(&two_n, &bits, sizeof(float));
-    return under ? 0.0f : p * two_n;
-}
-inline double exp_neg(double x) { return std::exp(x); }
-
-// C[M][N] (+)= A[M][K] * B[K][N]; full MR x NR blocks in registers, edges scalar.
-template <typename T>
-void gemm_tile(int M, int N, int K, const T* A, i64 lda, const T* B, i64 ldb, T* C, i64 ldc,
-               bool accumulate) {
-    constexpr int NR = Nr<T>::value;
-    int i = 0;
-    for (; i + MR <= M; i += MR) {
-        int j = 0;
-        for (; j + NR <= N; j += NR) {
-            T acc[MR][NR];
-            for (int r = 0; r < MR; ++r)
-#pragma omp simd
-                for (int c = 0; c < NR; ++c) acc[r][c] = accumulate ? C[(i + r) * ldc + j + c] : T(0);
-            for (int kk = 0; kk < K; ++kk) {
-                const T* b = B + kk * ldb + j;
-                for (int r = 0; r < MR; ++r) {
-                    const T a = A[(i + r) * lda + kk];
-#pragma omp simd
-                    for (int c = 0; c < NR; ++c) acc[r][c] += a * b[c];
-                }
-            }
-            for (int r = 0; r < MR; ++r)
-#pragma omp simd
-                for (int c = 0; c < NR; ++c) C[(i + r) * ldc + j + c] = acc[r][c];
-        }
-        for (int r = 0; r < MR; ++r)
-            for (int jj = j; jj < N; ++jj) {
-                T s = accumulate ? C[(i + r) * ldc + jj] : T(0);
-                for (int kk = 0; kk < K; ++kk) s += A[(i + r) * lda + kk] * B[kk * ldb + jj];
-                C[(i + r) * ldc + jj] = s;
-            }
+// exp(x) lane by lane: x = n ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2, n rounded with the
+// 1.5*2^p trick, which also yields n's bits), exp(r) by a polynomial, 2^n built in the exponent
+// field. Below `lo` the result is 0 (float32: the denormal range, < 1.2e-38, is flushed), above
+// `hi` it saturates at exp(hi). NaN in, NaN out. Accuracy ~1 ulp (Cephes expf polynomial for
+// float; Taylor to degree 13, remainder < 5e-18, for double).
+template <typename T> struct ExpC;
+template <> struct ExpC<float> {
+    typedef std::uint32_t U;
+    static constexpr int mant = 23, bias = 127;
+    static constexpr float lo = -87.3f, hi = 88.0f, magic = 12582912.0f, log2e = 1.44269504088896341f,
+                           c1 = 0.693359375f, c2 = -2.12194440e-4f;
+    static vec_t<float> poly(vec_t<float> r) {
+        vec_t<float> p = vsplat(1.9875691500e-4f);
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        return p * r * r + r + 1.0f;
     }
-    for (; i < M; ++i) {
-        T* c = C + i * ldc;
-        if (!accumulate)
-            for (int jj = 0; jj < N; ++jj) c[jj] = T(0);
-        for (int kk = 0; kk < K; ++kk) {
-            const T a = A[i * lda + kk];
-#pragma omp simd
-            for (int jj = 0; jj < N; ++jj) c[jj] += a * B[kk * ldb + jj];
+};
+template <> struct ExpC<double> {
+    typedef std::uint64_t U;
+    static constexpr int mant = 52, bias = 1023;
+    static constexpr double lo = -708.3, hi = 709.0, magic = 6755399441055744.0, log2e = 1.4426950408889634,
+                            c1 = 6.93145751953125e-1, c2 = 1.42860682030941723212e-6;
+    static vec_t<double> poly(vec_t<double> r) {
+        double f = 1;  // 1/13!, then Horner down to 1/2!
+        for (int k = 2; k <= 13; ++k) f *= k;
+        vec_t<double> p = vsplat(1 / f);
+        for (int k = 13; k > 2; --k) {
+            f /= k;
+            p = p * r + 1 / f;
         }
+        return 1.0 + (r + r * r * p);
     }
+};
+
+template <typename T>
+inline vec_t<T> vexp(vec_t<T> x) {
+    typedef ExpC<T> C;
+    typedef typename C::U U;
+    typedef U UV __attribute__((vector_size(tile_gemm::kVecBytes)));
+    const vec_t<T> lo = vsplat(C::lo), hi = vsplat(C::hi);
+    vec_t<T> xc = x < lo ? lo : x;
+    xc = xc > hi ? hi : xc;
+    const vec_t<T> t = xc * C::log2e + C::magic;  // t = magic + n exactly
+    const vec_t<T> n = t - C::magic;
+    const vec_t<T> r = (xc - n * C::c1) - n * C::c2;
+    const UV nb = (UV)t - (U)((UV)vsplat(C::magic))[0];  // n as a two's-complement integer
+    const vec_t<T> two_n = (vec_t<T>)((nb + (U)C::bias) << C::mant);
+    const vec_t<T> y = C::poly(r) * two_n;
+    return x < lo ? vec_t<T>{} : y;
 }
 
-// dst[d][j] = src[j][d] for a rows x cols tile (ld of dst = BK).
-template <typename T>
-void transpose_tile(const T* src, int rows, int cols, T* dst) {
-    for (int j = 0; j < rows; ++j)
-        for (int d = 0; d < cols; ++d) dst[d * BK + j] = src[j * cols + d];
-}
+template <typename T> inline vec_t<T> vmax(vec_t<T> a, vec_t<T> b) { return a < b ? b : a; }
 
 struct Geometry {
     i64 B, H, Nq, Nk, D, Dv;
@@ -104,161 +115,182 @@ struct Geometry {
     bool has_mask, causal;
 };
 
-// Scores of one tile: S[r][c] = S[r][c] * scale + mask, -inf where causal hides key j > i.
+// Scores of one tile from the raw products, as the reference rounds them: S = S * scale + mask, and
+// -inf where causal hides key j > i. S(r, c) = S[r*sq + c*sk] for query i0 + r, key j0 + c; the
+// scaling covers the whole buffer prefix S[0, n) (padding included, harmlessly); mrow0 points at
+// the mask row of query i0.
 template <typename T>
-void finish_scores(T* S, int nq, int nk, i64 i0, i64 j0, const T* mrow0, const Geometry& g, T scale) {
-    const T ninf = -std::numeric_limits<T>::infinity();
-    for (int r = 0; r < nq; ++r) {
-        T* s = S + r * BK;
-        const T* m = g.has_mask ? mrow0 + r * g.msq + j0 : nullptr;
-        const i64 lim = g.causal ? (i0 + r) - j0 : nk;  // keys c > lim are hidden
-#pragma omp simd
-        for (int c = 0; c < nk; ++c) {
-            T v = s[c] * scale + (m ? m[c] : T(0));
-            s[c] = (c > lim) ? ninf : v;
-        }
-    }
+void finish_scores(T* S, i64 n, T scale, i64 sq, i64 sk, int nq, int nk, i64 i0, i64 j0, const T* mrow0,
+                   const Geometry& g) {
+    for (i64 x = 0; x < n; ++x) S[x] *= scale;  // its own pass: never fused into a later FMA
+    if (mrow0)
+        for (int r = 0; r < nq; ++r)
+            for (int c = 0; c < nk; ++c) S[r * sq + c * sk] += mrow0[r * g.msq + j0 + c];
+    if (g.causal && j0 + nk - 1 > i0)  // the tile reaches above the diagonal
+        for (int r = 0; r < nq; ++r)
+            for (i64 c = std::max<i64>(0, i0 + r - j0 + 1); c < nk; ++c) S[r * sq + c * sk] = ninf<T>();
 }
 
 template <typename T>
 void forward(const T* q, const T* k, const T* v, const T* mask, const Geometry& g, T scale, T* out,
              T* lse) {
-    const i64 ntq = (g.Nq + BQ - 1) / BQ, D = g.D, Dv = g.Dv;
+    typedef vec_t<T> V;
+    const i64 ntq = (g.Nq + BQ - 1) / BQ, BH = g.B * g.H, D = g.D, Dv = g.Dv;
 #pragma omp parallel
     {
-        std::vector<T> Kt(D * BK), S(BQ * BK), O(BQ * Dv), m(BQ), l(BQ);
+        std::vector<T> Qt(D * BQ), S(BK * BQ), O(BQ * Dv), m(BQ), l(BQ);
 #pragma omp for schedule(dynamic)
-        for (i64 task = 0; task < g.B * g.H * ntq; ++task) {
-            const i64 bh = task / ntq, b = bh / g.H, h = bh % g.H, i0 = (task % ntq) * BQ;
-            const int nq = (int)std::min<i64>(BQ, g.Nq - i0);
+        for (i64 task = 0; task < BH * ntq; ++task) {
+            const i64 bh = task % BH, i0 = (ntq - 1 - task / BH) * BQ;  // costliest (causal) first
+            const int nq = (int)std::min<i64>(BQ, g.Nq - i0), nqv = round_up(nq, W<T>);
             const T* qt = q + (bh * g.Nq + i0) * D;
             const T* kb = k + bh * g.Nk * D;
             const T* vb = v + bh * g.Nk * Dv;
-            const T* mrow0 = g.has_mask ? mask + b * g.msb + h * g.msh + i0 * g.msq : nullptr;
+            const T* mrow0 = g.has_mask ? mask + (bh / g.H) * g.msb + (bh % g.H) * g.msh + i0 * g.msq : nullptr;
+            // Qt = Q_tile^T; padding columns [nq, nqv) are 0, so padded scores stay finite
+            for (i64 d = 0; d < D; ++d)
+                for (int r = 0; r < nqv; ++r) Qt[d * BQ + r] = r < nq ? qt[r * D + d] : T(0);
             std::fill(O.begin(), O.end(), T(0));
-            std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
+            std::fill(m.begin(), m.end(), ninf<T>());
             std::fill(l.begin(), l.end(), T(0));
-            // causal: tiles whose first key is beyond the tile's last query are skipped entirely
+            // causal: key tiles wholly beyond the tile's last query are never visited
             const i64 kend = g.causal ? std::min<i64>(g.Nk, i0 + nq) : g.Nk;
             for (i64 j0 = 0; j0 < kend; j0 += BK) {
                 const int nk = (int)std::min<i64>(BK, kend - j0);
-                transpose_tile(kb + j0 * D, nk, (int)D, Kt.data());
-                gemm_tile<T>(nq, nk, (int)D, qt, D, Kt.data(), BK, S.data(), BK, false);
-                finish_scores(S.data(), nq, nk, i0, j0, mrow0, g, scale);
-                for (int r = 0; r < nq; ++r) {
-                    T* s = S.data() + r * BK;
-                    T mx = m[r];
-                    for (int c = 0; c < nk; ++c) mx = std::max(mx, s[c]);
-                    if (mx == -std::numeric_limits<T>::infinity()) {  // nothing visible yet
-                        std::fill(s, s + nk, T(0));
-                        continue;
-                    }
-                    const T alpha = exp_neg(m[r] - mx);
-                    T sum = 0;
-#pragma omp simd reduction(+ : sum)
+                T* St = S.data();
+                gemm<T>(nk, nqv, (int)D, kb + j0 * D, D, 1, Qt.data(), BQ, St, BQ, false);
+                finish_scores(St, nk * BQ, scale, 1, BQ, nq, nk, i0, j0, mrow0, g);
+                // online softmax, W queries at a time: new max, rescale factor, P = exp(S - max)
+                for (int r = 0; r < nqv; r += W<T>) {
+                    const V mold = vload(&m[r]);
+                    V mx = mold;
+                    for (int c = 0; c < nk; ++c) mx = vmax<T>(mx, vload(St + c * BQ + r));
+                    const auto dead = mx == vsplat(ninf<T>());  // nothing visible yet: P = 0
+                    const V ms = dead ? V{} : mx;
+                    const V alpha = dead ? vsplat(T(1)) : vexp<T>(mold - mx);
+                    V sum{};
                     for (int c = 0; c < nk; ++c) {
-                        s[c] = exp_neg(s[c] - mx);
-                        sum += s[c];
+                        const V p = vexp<T>(vload(St + c * BQ + r) - ms);
+                        vstore(St + c * BQ + r, p);
+                        sum += p;
                     }
-                    l[r] = l[r] * alpha + sum;
-                    m[r] = mx;
-                    T* o = O.data() + r * Dv;
-#pragma omp simd
-                    for (i64 d = 0; d < Dv; ++d) o[d] *= alpha;
+                    vstore(&l[r], vload(&l[r]) * alpha + sum);
+                    vstore(&m[r], mx);
+                    for (int rr = r; rr < std::min(r + W<T>, nq); ++rr)
+                        if (alpha[rr - r] != T(1))
+                            for (i64 d = 0; d < Dv; ++d) O[rr * Dv + d] *= alpha[rr - r];
                 }
-                gemm_tile<T>(nq, (int)Dv, nk, S.data(), BK, vb + j0 * Dv, Dv, O.data(), Dv, true);
+                gemm<T>(nq, (int)Dv, nk, St, 1, BQ, vb + j0 * Dv, Dv, O.data(), Dv, true);  // O += P V
             }
             for (int r = 0; r < nq; ++r) {
                 const i64 row = bh * g.Nq + i0 + r;
                 const T inv = l[r] > 0 ? T(1) / l[r] : T(0);  // fully masked row -> zeros
                 for (i64 d = 0; d < Dv; ++d) out[row * Dv + d] = O[r * Dv + d] * inv;
-                lse[row] = l[r] > 0 ? m[r] + std::log(l[r]) : -std::numeric_limits<T>::infinity();
+                lse[row] = l[r] > 0 ? m[r] + std::log(l[r]) : ninf<T>();
             }
         }
     }
 }
 
-// P = exp(S - lse) and dS = P * (dP - Delta) for one tile, in place in S and dP.
+template <typename T> struct BwdScratch {
+    std::vector<T> Kt, Vt, S, dP, dK, dV;
+    BwdScratch(i64 D, i64 Dv)
+        : Kt(D * BK), Vt(Dv * BK), S(BQ * BK), dP(BQ * BK), dK(BK * D), dV(BK * Dv) {}
+};
+
+// All the work of key tile [j0, j0+nk) of head bh: writes its dK and dV rows, adds into dQ
+// (the head's Nq x D gradient, owned by the caller's thread).
 template <typename T>
-void probs_and_dscores(T* S, T* dP, int nq, int nk, const T* lse, const T* delta) {
-    for (int r = 0; r < nq; ++r) {
-        T* s = S + r * BK;
-        T* dp = dP + r * BK;
-        const T L = lse[r], Di = delta[r];
-        const bool dead = L == -std::numeric_limits<T>::infinity();
-#pragma omp simd
-        for (int c = 0; c < nk; ++c) {
-            T p = dead ? T(0) : exp_neg(s[c] - L);
-            s[c] = p;
-            dp[c] = p * (dp[c] - Di);
+void backward_key_tile(i64 bh, i64 j0, const T* dout, const T* q, const T* k, const T* v, const T* lse,
+                       const T* delta, const T* mask, const Geometry& g, T scale, T* dQ, T* dk, T* dv,
+                       BwdScratch<T>& s) {
+    typedef vec_t<T> V;
+    const i64 D = g.D, Dv = g.Dv;
+    const int nk = (int)std::min<i64>(BK, g.Nk - j0), nkv = round_up(nk, W<T>);
+    const T* kt = k + (bh * g.Nk + j0) * D;
+    const T* vt = v + (bh * g.Nk + j0) * Dv;
+    // Kt = K_tile^T, Vt = V_tile^T; padding columns [nk, nkv) are 0
+    for (i64 d = 0; d < D; ++d)
+        for (int c = 0; c < nkv; ++c) s.Kt[d * BK + c] = c < nk ? kt[c * D + d] : T(0);
+    for (i64 d = 0; d < Dv; ++d)
+        for (int c = 0; c < nkv; ++c) s.Vt[d * BK + c] = c < nk ? vt[c * Dv + d] : T(0);
+    std::fill(s.dK.begin(), s.dK.end(), T(0));
+    std::fill(s.dV.begin(), s.dV.end(), T(0));
+    T *S = s.S.data(), *dS = s.dP.data();
+    const i64 istart = g.causal ? (j0 / BQ) * BQ : 0;  // causal: query tiles wholly above are skipped
+    for (i64 i0 = istart; i0 < g.Nq; i0 += BQ) {
+        const int nq = (int)std::min<i64>(BQ, g.Nq - i0);
+        const T* qt = q + (bh * g.Nq + i0) * D;
+        const T* dot = dout + (bh * g.Nq + i0) * Dv;
+        const T* mrow0 = g.has_mask ? mask + (bh / g.H) * g.msb + (bh % g.H) * g.msh + i0 * g.msq : nullptr;
+        gemm<T>(nq, nkv, (int)D, qt, D, 1, s.Kt.data(), BK, S, BK, false);     // S = Q K^T
+        finish_scores(S, nq * BK, scale, BK, 1, nq, nk, i0, j0, mrow0, g);
+        gemm<T>(nq, nkv, (int)Dv, dot, Dv, 1, s.Vt.data(), BK, dS, BK, false);  // dP = dO V^T
+        for (int r = 0; r < nq; ++r) {  // P = exp(S - lse) in S, dS = P (dP - Delta) in dP
+            const T L = lse[bh * g.Nq + i0 + r], Di = delta[bh * g.Nq + i0 + r];
+            T *sr = S + r * BK, *dr = dS + r * BK;
+            if (L == ninf<T>()) {  // fully masked row: no probability, no gradient
+                std::fill(sr, sr + nkv, T(0));
+                std::fill(dr, dr + nkv, T(0));
+                continue;
+            }
+            for (int c = 0; c < nkv; c += W<T>) {
+                const V p = vexp<T>(vload(sr + c) - L);
+                vstore(sr + c, p);
+                vstore(dr + c, p * (vload(dr + c) - Di));
+            }
         }
+        gemm<T>(nk, (int)Dv, nq, S, 1, BK, dot, Dv, s.dV.data(), Dv, true);  // dV += P^T dO
+        gemm<T>(nk, (int)D, nq, dS, 1, BK, qt, D, s.dK.data(), D, true);     // dK += dS^T Q
+        gemm<T>(nq, (int)D, nk, dS, BK, 1, kt, D, dQ + i0 * D, D, true);     // dQ += dS K
     }
+    for (i64 x = 0; x < nk * D; ++x) dk[(bh * g.Nk + j0) * D + x] = s.dK[x] * scale;
+    std::copy(s.dV.begin(), s.dV.begin() + nk * Dv, dv + (bh * g.Nk + j0) * Dv);
 }
 
-// Backward: pass 1 owns a key tile (dK, dV, no races), pass 2 owns a query tile (dQ);
-// both recompute the scores from Q, K and lse (flash-attention-2 with Delta = rowsum(dO*O)).
+// Backward (flash-attention-2, Delta = rowsum(dO * O) from the driver). Threads split whole
+// heads when that balances (each owns its heads' dQ); otherwise heads run one after another,
+// threads split the key tiles and dQ is summed from per-thread copies (O(threads * N * D)).
 template <typename T>
 void backward(const T* dout, const T* q, const T* k, const T* v, const T* lse, const T* delta,
               const T* mask, const Geometry& g, T scale, T* dq, T* dk, T* dv) {
-    const i64 D = g.D, Dv = g.Dv, ntq = (g.Nq + BQ - 1) / BQ, ntk = (g.Nk + BK - 1) / BK;
-    const i64 W = std::max(D, Dv);
-#pragma omp parallel
+    const i64 BH = g.B * g.H, ntk = (g.Nk + BK - 1) / BK, QD = g.Nq * g.D;
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+    const bool by_head = nt == 1 || BH % nt == 0 || BH >= 4 * nt;
+    std::vector<T> part(by_head ? 0 : nt * QD);
+#pragma omp parallel num_threads(nt)
     {
-        std::vector<T> Kt(W * BK), Vt(W * BK), S(BQ * BK), dP(BQ * BK), Pt(BK * BQ), dSt(BK * BQ),
-            acc1(BK * W), acc2(BK * W);
-#pragma omp for schedule(dynamic) nowait
-        for (i64 task = 0; task < g.B * g.H * ntk; ++task) {
-            const i64 bh = task / ntk, b = bh / g.H, h = bh % g.H, j0 = (task % ntk) * BK;
-            const int nk = (int)std::min<i64>(BK, g.Nk - j0);
-            transpose_tile(k + (bh * g.Nk + j0) * D, nk, (int)D, Kt.data());
-            transpose_tile(v + (bh * g.Nk + j0) * Dv, nk, (int)Dv, Vt.data());
-            T* dK = acc1.data();
-            T* dV = acc2.data();
-            std::fill(dK, dK + BK * D, T(0));
-            std::fill(dV, dV + BK * Dv, T(0));
-            const i64 istart = g.causal ? (j0 / BQ) * BQ : 0;  // query tiles wholly above: skipped
-            for (i64 i0 = istart; i0 < g.Nq; i0 += BQ) {
-                const int nq = (int)std::min<i64>(BQ, g.Nq - i0);
-                const T* qt = q + (bh * g.Nq + i0) * D;
-                const T* dot = dout + (bh * g.Nq + i0) * Dv;
-                const T* mrow0 = g.has_mask ? mask + b * g.msb + h * g.msh + i0 * g.msq : nullptr;
-                gemm_tile<T>(nq, nk, (int)D, qt, D, Kt.data(), BK, S.data(), BK, false);
-                finish_scores(S.data(), nq, nk, i0, j0, mrow0, g, scale);
-                gemm_tile<T>(nq, nk, (int)Dv, dot, Dv, Vt.data(), BK, dP.data(), BK, false);
-                probs_and_dscores(S.data(), dP.data(), nq, nk, lse + bh * g.Nq + i0, delta + bh * g.Nq + i0);
-                for (int r = 0; r < nq; ++r)
-                    for (int c = 0; c < nk; ++c) {
-                        Pt[c * BQ + r] = S[r * BK + c];
-                        dSt[c * BQ + r] = dP[r * BK + c] * scale;
-                    }
-                gemm_tile<T>(nk, (int)Dv, nq, Pt.data(), BQ, dot, Dv, dV, Dv, true);
-                gemm_tile<T>(nk, (int)D, nq, dSt.data(), BQ, qt, D, dK, D, true);
-            }
-            std::copy(dK, dK + nk * D, dk + (bh * g.Nk + j0) * D);
-            std::copy(dV, dV + nk * Dv, dv + (bh * g.Nk + j0) * Dv);
-        }
+        BwdScratch<T> s(g.D, g.Dv);
+        if (by_head) {
 #pragma omp for schedule(dynamic)
-        for (i64 task = 0; task < g.B * g.H * ntq; ++task) {
-            const i64 bh = task / ntq, b = bh / g.H, h = bh % g.H, i0 = (task % ntq) * BQ;
-            const int nq = (int)std::min<i64>(BQ, g.Nq - i0);
-            const T* qt = q + (bh * g.Nq + i0) * D;
-            const T* dot = dout + (bh * g.Nq + i0) * Dv;
-            const T* mrow0 = g.has_mask ? mask + b * g.msb + h * g.msh + i0 * g.msq : nullptr;
-            T* dQ = acc1.data();
-            std::fill(dQ, dQ + BQ * D, T(0));
-            const i64 kend = g.causal ? std::min<i64>(g.Nk, i0 + nq) : g.Nk;
-            for (i64 j0 = 0; j0 < kend; j0 += BK) {
-                const int nk = (int)std::min<i64>(BK, kend - j0);
-                transpose_tile(k + (bh * g.Nk + j0) * D, nk, (int)D, Kt.data());
-                transpose_tile(v + (bh * g.Nk + j0) * Dv, nk, (int)Dv, Vt.data());
-                gemm_tile<T>(nq, nk, (int)D, qt, D, Kt.data(), BK, S.data(), BK, false);
-                finish_scores(S.data(), nq, nk, i0, j0, mrow0, g, scale);
-                gemm_tile<T>(nq, nk, (int)Dv, dot, Dv, Vt.data(), BK, dP.data(), BK, false);
-                probs_and_dscores(S.data(), dP.data(), nq, nk, lse + bh * g.Nq + i0, delta + bh * g.Nq + i0);
-                gemm_tile<T>(nq, (int)D, nk, dP.data(), BK, k + (bh * g.Nk + j0) * D, D, dQ, D, true);
+            for (i64 bh = 0; bh < BH; ++bh) {
+                T* dQ = dq + bh * QD;
+                std::fill(dQ, dQ + QD, T(0));
+                for (i64 jt = 0; jt < ntk; ++jt)
+                    backward_key_tile(bh, jt * BK, dout, q, k, v, lse, delta, mask, g, scale, dQ, dk, dv, s);
+                for (i64 x = 0; x < QD; ++x) dQ[x] *= scale;
             }
-            for (int r = 0; r < nq; ++r)
-                for (i64 d = 0; d < D; ++d) dq[(bh * g.Nq + i0 + r) * D + d] = dQ[r * D + d] * scale;
+        } else {
+            int tid = 0;
+#ifdef _OPENMP
+            tid = omp_get_thread_num();
+#endif
+            T* mine = part.data() + tid * QD;
+            for (i64 bh = 0; bh < BH; ++bh) {
+                std::fill(mine, mine + QD, T(0));
+#pragma omp for schedule(dynamic)
+                for (i64 jt = 0; jt < ntk; ++jt)  // ascending: the costliest (causal) first
+                    backward_key_tile(bh, jt * BK, dout, q, k, v, lse, delta, mask, g, scale, mine, dk, dv, s);
+#pragma omp for schedule(static)
+                for (i64 x = 0; x < QD; ++x) {  // implicit barriers: no thread rezeroes early
+                    T sum = 0;
+                    for (int t = 0; t < nt; ++t) sum += part[t * QD + x];
+                    dq[bh * QD + x] = sum * scale;
+                }
+            }
         }
     }
 }
@@ -300,6 +332,22 @@ void backward_py(arr<T> dout, arr<T> q, arr<T> k, arr<T> v, arr<T> lse, arr<T> d
                 (T)scale, a, bk, c);
 }
 
+// Test hook: vexp over a 1-d array (the tail shorter than a vector goes through a padded copy).
+template <typename T>
+py::array_t<T> exp_py(arr<T> x) {
+    py::array_t<T> y(x.size());
+    const T* xp = x.data();
+    T* yp = y.mutable_data();
+    for (i64 i = 0; i < (i64)x.size(); i += W<T>) {
+        T buf[W<T>] = {};
+        const i64 n = std::min<i64>(W<T>, x.size() - i);
+        std::copy(xp + i, xp + i + n, buf);
+        vstore(buf, vexp<T>(vload(buf)));
+        std::copy(buf, buf + n, yp + i);
+    }
+    return y;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(attention, m) {
@@ -308,4 +356,6 @@ PYBIND11_MODULE(attention, m) {
     m.def("attention_forward", &forward_py<double>);
     m.def("attention_backward", &backward_py<float>);
     m.def("attention_backward", &backward_py<double>);
+    m.def("_exp", &exp_py<float>, "the kernel's vectorised exp (for tests)");
+    m.def("_exp", &exp_py<double>);
 }

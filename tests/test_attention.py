@@ -16,9 +16,9 @@ import pytest
 
 import pyml
 from pyml.reference import attention as ref
-from conftest import assert_close, backend_params
+from conftest import AVAILABLE, assert_close, backend_params
 
-# no CUDA kernel yet (see the report): CPU backends only
+# CPU backends; the cuda backend has its own file, tests/test_attention_cuda.py (half types, GPU-only)
 BACKENDS = backend_params(("python", "numba", "cpp"))
 COMPILED = backend_params(("numba", "cpp"))
 X = np.array([[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]])
@@ -98,6 +98,47 @@ def test_masks(backend, dtype, rng):
     _check(backend, rng, B, H, Nq, Nk, 8, 8, dtype, causal=True, mask=additive)
     out = pyml.attention(*_data(rng, B, H, Nq, Nk, 8, 8, dtype)[3], mask=keep, backend=backend)
     assert np.all(pyml._backend.to_numpy(out)[1] == 0)
+
+
+@pytest.mark.skipif("cpp" not in AVAILABLE, reason="cpp backend unavailable")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpp_tiles_and_schedules(threads, rng):
+    """Shapes spanning several 64 x 64 tiles of the C++ kernel: a mask that varies per query
+    and key (tile offsets), a dead query row in a later tile, causal with Nq != Nk, D and Dv
+    that leave vector remainders. With 1, 2 and 3 OpenMP threads and B*H in (2, 3) this takes
+    both backward schedules (threads split whole heads / the key tiles of one head)."""
+    old = pyml.get_num_threads()
+    try:
+        pyml.set_num_threads(threads)
+        additive = rng.standard_normal((3, 150, 200))
+        _check("cpp", rng, 1, 3, 150, 200, 24, 40, np.float64, causal=True, mask=additive)
+        _check("cpp", rng, 2, 1, 200, 70, 64, 64, np.float32, causal=True)
+        keep = rng.random((1, 1, 130, 150)) > 0.3
+        keep[..., 70, :] = False
+        _check("cpp", rng, 1, 3, 130, 150, 17, 33, np.float32, mask=keep)
+    finally:
+        pyml.set_num_threads(old)
+
+
+@pytest.mark.skipif("cpp" not in AVAILABLE, reason="cpp backend unavailable")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpp_vector_exp(dtype):
+    """The C++ kernel's polynomial exp (vexp in csrc/attention.cpp) is within 2 ulp of exp
+    from its underflow cut (x < -87.3 / -708.3 gives 0) up to the x <= 0 range softmax uses
+    and a little beyond; 0 -> 1 exactly, -inf -> 0, NaN -> NaN. Odd lengths reach the tail."""
+    from pyml._cpp import attention as cpp
+
+    lo = -87.3 if dtype == np.float32 else -708.3
+    x = np.concatenate([np.linspace(lo, 0, 200_003), -np.geomspace(1e-30, 1, 10_001),
+                        np.linspace(0, 10, 1001)]).astype(dtype)
+    y = cpp._exp(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    exact = np.exp(x.astype(np.longdouble))
+    ulps = np.abs(y.astype(np.longdouble) - exact) / np.spacing(exact.astype(dtype)).astype(np.longdouble)
+    assert float(ulps.max()) <= 2.0
+    special = cpp._exp(np.array([-np.inf, lo - 0.5, -1e30, 0.0, -0.0, np.nan], dtype))
+    np.testing.assert_array_equal(special[:5], [0, 0, 0, 1, 1])
+    assert np.isnan(special[5])
 
 
 @pytest.mark.parametrize("backend", COMPILED)
