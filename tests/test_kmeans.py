@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, backend_params
+from conftest import AVAILABLE, assert_close, backend_params
 
 import pyml
 from pyml import _kmeans_driver as drv
@@ -202,3 +202,60 @@ def test_mixed_dtypes_and_ints():
 def test_verify_rows(backend):
     rows = pyml.kmeans._verify(backend, np.random.default_rng(0))
     assert rows and all(err <= tol for _, err, tol in rows), rows
+
+
+# The C++ kernel has two assignment paths (csrc/kmeans.cpp: use_fused picks one by shape):
+# the fused register-blocked kernel (panels of 32 float / 16 double centres, blocks of 6 rows
+# with AVX-512, C walked in chunks above 256 KiB) and the BLAS-tile path. Both are reached
+# explicitly here on shapes that are not multiples of the panel width, the row block or the
+# tile, and that need more than one chunk of C (k=300, d=250; d=2100).
+CPP_PATH_SHAPES = [(1, 1, 1), (40, 33, 5), (97, 64, 16), (400, 300, 250), (70, 40, 2100), (37, 7, 1)]
+
+
+@pytest.mark.skipif("cpp" not in AVAILABLE, reason="cpp backend unavailable here")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,k,d", CPP_PATH_SHAPES)
+@pytest.mark.parametrize("method", ["fused", "blas"])
+def test_cpp_assign_paths(method, n, k, d, dtype, rng):
+    from scipy.spatial.distance import cdist
+
+    from pyml._cpp import kmeans as ck
+
+    Xt, Ct, _, _ = _problem(rng, n, k, d, dtype)
+    with drv.blas_single_thread("cpp"):
+        labels, dist = ck.kmeans_assign(Xt, Ct, method=method)
+    assert labels.dtype == np.int32 and dist.dtype == dtype
+    D = cdist(Xt.astype(np.float64), Ct.astype(np.float64), "sqeuclidean")
+    rows = np.arange(n)
+    # the distance to the chosen centre, and the chosen centre the best one up to a near-tie
+    assert_close(dist, D[rows, labels], _naive_dist(Xt, Ct, labels, "euclidean"), dtype, method)
+    assert np.all(D[rows, labels] - D.min(1) <= 1e-3 * np.maximum(1.0, D.min(1))), method
+    part = np.sort(D, axis=1)
+    gap = part[:, 1] - part[:, 0] if k > 1 else np.full(n, np.inf)
+    clear = gap > 1e-3 * np.maximum(1.0, part[:, 0])
+    assert np.array_equal(labels[clear], np.argmin(D, axis=1)[clear]), method
+
+
+@pytest.mark.skipif("cpp" not in AVAILABLE, reason="cpp backend unavailable here")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("method", ["auto", "fused", "blas"])
+def test_cpp_assign_exact_ties_take_first_index(method, dtype, rng):
+    # centre 0..9 repeated at 10..19, 40..49 and 70..79: in another lane, the other half of a
+    # panel and later panels; every tie must go to the smallest index (the reference's rule)
+    from pyml._cpp import kmeans as ck
+
+    base = rng.standard_normal((10, 3)).astype(dtype)
+    C = np.zeros((83, 3), dtype)
+    C[20:40] = C[50:70] = 50.0  # far away
+    C[80:] = 60.0
+    for o in (0, 10, 40, 70):
+        C[o:o + 10] = base
+    X = base[rng.integers(0, 10, 301)] + (0.2 * rng.standard_normal((301, 3))).astype(dtype)
+    labels, _ = ck.kmeans_assign(X, C, method=method)
+    assert labels.max() < 10
+    D = np.sort(_all_dists(X.astype(np.float64), base.astype(np.float64), "euclidean"), axis=1)
+    clear = D[:, 1] - D[:, 0] > 1e-3 * np.maximum(1.0, D[:, 0])
+    want = np.argmin(_all_dists(X, base, "euclidean"), axis=1)
+    np.testing.assert_array_equal(labels[clear], want[clear])
+    with pytest.raises(ValueError, match="method"):
+        ck.kmeans_assign(X, C, method="gemm")
