@@ -1,12 +1,16 @@
 // ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started), and MF-SGD epochs.
-// Fast: one omp parallel region, dynamic schedule over power-law rows, per-thread scratch allocated once, f-contiguous SIMD loops.
+// Fast: one omp parallel region, dynamic schedule over power-law rows, per-thread scratch allocated once, f-contiguous SIMD loops;
+// the Gram matrix Y_u^T W Y_u of the exact solves is a register-blocked GEMM over gathered chunks of the row's items.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
+
+#include "tile_gemm.hpp"
 
 namespace py = pybind11;
 
@@ -23,22 +27,35 @@ inline T dot(const T* __restrict a, const T* __restrict b, int64_t f) {
     return s;
 }
 
-// In place: A (lower triangle, row-major f x f) becomes L, then x = A^{-1} b.
+// In place: the upper triangle of the symmetric A (row-major f x f) becomes U, U^T U = A, then
+// x = A^{-1} b. Right-looking, so every update is a contiguous row axpy that vectorises (a
+// dot-product Cholesky runs short, variable-length reductions that stay scalar).
 template <class T>
 void cholesky_solve(T* A, const T* b, T* x, int64_t f) {
-    for (int64_t i = 0; i < f; ++i) {
-        T* Ai = A + i * f;
-        for (int64_t j = 0; j <= i; ++j) {
-            const T* Aj = A + j * f;
-            T s = Ai[j] - dot(Ai, Aj, j);
-            Ai[j] = (i == j) ? std::sqrt(s) : s / Aj[j];
+    for (int64_t k = 0; k < f; ++k) {
+        T* Uk = A + k * f;
+        const T d = std::sqrt(Uk[k]);
+        Uk[k] = d;
+#pragma omp simd
+        for (int64_t j = k + 1; j < f; ++j) Uk[j] /= d;
+        for (int64_t i = k + 1; i < f; ++i) {
+            const T u = Uk[i];
+            T* Ai = A + i * f;
+#pragma omp simd
+            for (int64_t j = i; j < f; ++j) Ai[j] -= u * Uk[j];
         }
     }
-    for (int64_t i = 0; i < f; ++i) x[i] = (b[i] - dot(A + i * f, x, i)) / A[i * f + i];
-    for (int64_t i = f - 1; i >= 0; --i) {
-        T s = x[i];
-        for (int64_t k = i + 1; k < f; ++k) s -= A[k * f + i] * x[k];
-        x[i] = s / A[i * f + i];
+    for (int64_t i = 0; i < f; ++i) x[i] = b[i];
+    for (int64_t k = 0; k < f; ++k) {  // U^T y = b
+        const T* Uk = A + k * f;
+        const T yk = x[k] / Uk[k];
+        x[k] = yk;
+#pragma omp simd
+        for (int64_t j = k + 1; j < f; ++j) x[j] -= yk * Uk[j];
+    }
+    for (int64_t i = f - 1; i >= 0; --i) {  // U x = y
+        const T* Ui = A + i * f;
+        x[i] = (x[i] - dot(Ui + i + 1, x + i + 1, f - i - 1)) / Ui[i];
     }
 }
 
@@ -54,6 +71,8 @@ void implicit_matvec(const T* YtY, const T* Y, const int32_t* idx, const T* val,
         for (int64_t d = 0; d < f; ++d) out[d] += s * y[d];
     }
 }
+
+constexpr int64_t GRAM_CHUNK = 128;  // items gathered per GEMM: 2 x 128 x f values stay in L2
 
 template <class T>
 void als_half_step(arr<int64_t> indptr_, arr<int32_t> indices_, arr<T> data_, arr<T> Y_, arr<T> YtY_,
@@ -79,6 +98,7 @@ void als_half_step(arr<int64_t> indptr_, arr<int32_t> indices_, arr<T> data_, ar
 #pragma omp parallel
     {
         std::vector<T> A(f * f), b(f), r(f), p(f), Ap(f);
+        std::vector<T> Yg, Zg;  // gathered y_k and w_k y_k of one chunk (exact solves only)
 #pragma omp for schedule(dynamic, 32)
         for (int64_t u = 0; u < n; ++u) {
             const int64_t start = indptr[u], end = indptr[u + 1];
@@ -115,21 +135,24 @@ void als_half_step(arr<int64_t> indptr_, arr<int32_t> indices_, arr<T> data_, ar
                 }
                 continue;
             }
-            for (int64_t a = 0; a < f; ++a) {
-                for (int64_t d = 0; d <= a; ++d) A[a * f + d] = implicit ? YtY[a * f + d] : T(0);
-                A[a * f + a] += reg;
-            }
-            for (int64_t k = start; k < end; ++k) {
-                const T* y = Y + int64_t(idx[k]) * f;
-                const T w = implicit ? alpha * val[k] : T(1);
-                for (int64_t a = 0; a < f; ++a) {
-                    const T wa = w * y[a];
-                    T* Aa = A.data() + a * f;
+            for (int64_t a = 0; a < f; ++a)
+                for (int64_t d = 0; d < f; ++d) A[a * f + d] = (implicit ? YtY[a * f + d] : T(0)) + (a == d ? reg : T(0));
+            // A += sum_k w_k y_k y_k^T as (W Y_I)^T Y_I, GRAM_CHUNK items at a time. The full
+            // square costs twice the triangle's flops but runs at GEMM speed.
+            if (Yg.empty() && end > start) { Yg.resize(GRAM_CHUNK * f); Zg.resize(GRAM_CHUNK * f); }
+            for (int64_t k0 = start; k0 < end; k0 += GRAM_CHUNK) {
+                const int64_t nk = std::min<int64_t>(GRAM_CHUNK, end - k0);
+                for (int64_t j = 0; j < nk; ++j) {
+                    const T* y = Y + int64_t(idx[k0 + j]) * f;
+                    const T w = implicit ? alpha * val[k0 + j] : T(1);
+                    T* yg = Yg.data() + j * f;
+                    T* zg = Zg.data() + j * f;
 #pragma omp simd
-                    for (int64_t d = 0; d <= a; ++d) Aa[d] += wa * y[d];
+                    for (int64_t d = 0; d < f; ++d) { yg[d] = y[d]; zg[d] = w * y[d]; }
                 }
+                tile_gemm::gemm<T>(int(f), int(f), int(nk), Zg.data(), 1, f, Yg.data(), f, A.data(), f, true);
             }
-            cholesky_solve(A.data(), b.data(), x, f);
+            cholesky_solve(A.data(), b.data(), x, f);  // reads A's upper triangle
         }
     }
 }
