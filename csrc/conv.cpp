@@ -1,7 +1,12 @@
-// Computes conv2d fwd/bwd as unrolled windows (cols rows X[b, c, s*i-p+d*m, s*j-p+d*n]) times the
-// kernel matrix, and max/avg pooling forward/backward on NCHW float/double arrays.
-// Fast by: one OpenMP region per call over images / planes no other thread writes, a precomputed
-// valid column range per tap so the inner `omp simd` loop is branch-free.
+// conv2d forward/backward and max/avg pooling forward/backward on NCHW float/double arrays.
+// conv2d methods (the driver picks one per call, see pyml/_conv_driver.py):
+//  * stride 1: GEMMs on zero-padded row slabs (conv_slab.hpp), no unrolling buffer and no BLAS;
+//    grad-input is the same forward applied to dY with the flipped, transposed kernel.
+//  * other strides: unrolled windows (cols rows X[b, c, s*i-p+d*m, s*j-p+d*n], conv_unroll.hpp)
+//    times the kernel matrix with BLAS ?gemm per image; a direct kernel for one input channel
+//    per group.
+// Fast by: one OpenMP region per call over images / row blocks / planes no other thread writes,
+// a precomputed valid column range per tap so the inner `omp simd` loop is branch-free.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -10,6 +15,9 @@
 #include <vector>
 #include <stdexcept>
 
+#include "conv_slab.hpp"
+#include "conv_unroll.hpp"
+
 namespace py = pybind11;
 template <typename T>
 using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
@@ -17,13 +25,9 @@ using Idx = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
-// [j0, j1): the output columns j with 0 <= s*j + off < W.
-inline void valid_range(long s, long off, long W, long OW, long &j0, long &j1) {
-    j0 = off >= 0 ? 0 : (-off + s - 1) / s;
-    j1 = W - off <= 0 ? 0 : (W - off + s - 1) / s;
-    j1 = std::min(std::max(j1, j0), OW);
-    j0 = std::min(j0, j1);
-}
+using conv_unroll::col2im_plane;
+using conv_unroll::im2col_plane;
+using conv_unroll::valid_range;
 
 // Small problems (LeNet on 8x8 digits) run on one thread: on a loaded 2-core machine a
 // parallel region's barrier waits for a descheduled peer and costs 10x the work (measured:
@@ -32,60 +36,6 @@ inline bool parallel_worth(long multiply_adds) { return multiply_adds > (1L << 2
 
 void need(bool ok, const char *what) {
     if (!ok) throw std::invalid_argument(what);
-}
-
-// Unroll one (image, channel) plane into its KH*KW rows of OH*OW columns.
-template <typename T>
-void im2col_plane(const T *plane, T *rows, long H, long W, long KH, long KW, long sh, long sw,
-                  long ph, long pw, long dh, long dw, long OH, long OW) {
-    for (long m = 0; m < KH; ++m)
-        for (long n = 0; n < KW; ++n) {
-            T *row = rows + (m * KW + n) * OH * OW;
-            const long xo = dw * n - pw;
-            long j0, j1;
-            valid_range(sw, xo, W, OW, j0, j1);
-            for (long i = 0; i < OH; ++i) {
-                T *r = row + i * OW;
-                const long y = sh * i - ph + dh * m;
-                if (y < 0 || y >= H) {
-                    std::fill(r, r + OW, T(0));
-                    continue;
-                }
-                std::fill(r, r + j0, T(0));
-                std::fill(r + j1, r + OW, T(0));
-                const T *src = plane + y * W + xo;
-                if (sw == 1) {
-#pragma omp simd
-                    for (long j = j0; j < j1; ++j) r[j] = src[j];
-                } else {
-#pragma omp simd
-                    for (long j = j0; j < j1; ++j) r[j] = src[sw * j];
-                }
-            }
-        }
-}
-
-// Scatter-add the KH*KW rows of one channel back into its (zeroed here) input plane.
-template <typename T>
-void col2im_plane(const T *rows, T *plane, long H, long W, long KH, long KW, long sh, long sw,
-                  long ph, long pw, long dh, long dw, long OH, long OW) {
-    std::fill(plane, plane + H * W, T(0));
-    for (long m = 0; m < KH; ++m)
-        for (long n = 0; n < KW; ++n) {
-            const T *row = rows + (m * KW + n) * OH * OW;
-            const long xo = dw * n - pw;
-            long j0, j1;
-            valid_range(sw, xo, W, OW, j0, j1);
-            for (long i = 0; i < OH; ++i) {
-                const long y = sh * i - ph + dh * m;
-                if (y < 0 || y >= H) continue;
-                T *dst = plane + y * W + xo;
-                const T *r = row + i * OW;
-                // Distinct j hit distinct columns (s >= 1), so the loop is vectorisable.
-#pragma omp simd
-                for (long j = j0; j < j1; ++j) dst[sw * j] += r[j];
-            }
-        }
 }
 
 // Computes conv2d forward / backward as per-image GEMMs on unrolled windows:
@@ -254,6 +204,55 @@ void conv_forward_direct(Arr<T> x, Arr<T> w, Arr<T> bias, bool has_bias, Arr<T> 
     }
 }
 
+// Stride-1 convolution on padded row slabs (conv_slab.hpp): forward, and backward as
+// grad-input = forward of dY with the flipped, transposed kernel (padding dh*(KH-1) - ph >= 0)
+// plus grad-weight by per-thread slab GEMMs (grad-bias: the driver's NumPy sum).
+template <typename T>
+conv_slab::Geo slab_geo(const py::array& x, const py::array& w, const py::array& y, long ph,
+                        long pw, long dh, long dw, long groups) {
+    need(x.ndim() == 4 && w.ndim() == 4 && y.ndim() == 4, "conv slab: 4-D arrays expected");
+    const conv_slab::Geo g{x.shape(0), x.shape(1), x.shape(2), x.shape(3), w.shape(0), w.shape(2),
+                           w.shape(3), ph, pw, dh, dw, groups, y.shape(2), y.shape(3)};
+    need(groups >= 1 && g.C % groups == 0 && g.O % groups == 0 && w.shape(1) == g.Cg() &&
+             y.shape(0) == g.B && y.shape(1) == g.O && ph >= 0 && pw >= 0 && dh >= 1 && dw >= 1 &&
+             g.OH == g.H + 2 * ph - dh * (g.KH - 1) && g.OW == g.W + 2 * pw - dw * (g.KW - 1) &&
+             g.OH >= 1 && g.OW >= 1,
+         "conv slab: shape mismatch");
+    return g;
+}
+
+template <typename T>
+void conv_forward_slab(Arr<T> x, Arr<T> w, Arr<T> bias, bool has_bias, Arr<T> y, long ph, long pw,
+                       long dh, long dw, long groups) {
+    const conv_slab::Geo g = slab_geo<T>(x, w, y, ph, pw, dh, dw, groups);
+    need(!has_bias || bias.size() == g.O, "conv_forward_slab: bias shape");
+    const T *px = x.data(), *pk = w.data(), *pb = has_bias ? bias.data() : nullptr;
+    T *py = y.mutable_data();
+    py::gil_scoped_release nogil;
+    conv_slab::forward(g, px, pk, pb, py, parallel_worth(g.B * g.O * g.OH * g.OW * g.K()));
+}
+
+template <typename T>
+void conv_backward_slab(Arr<T> gy, Arr<T> x, Arr<T> w, Arr<T> dx, bool need_dx, Arr<T> dwt,
+                        bool need_dw, long ph, long pw, long dh, long dw, long groups) {
+    const conv_slab::Geo g = slab_geo<T>(x, w, gy, ph, pw, dh, dw, groups);
+    const conv_slab::Geo gt{g.B, g.O, g.OH, g.OW, g.C, g.KH, g.KW, dh * (g.KH - 1) - ph,
+                            dw * (g.KW - 1) - pw, dh, dw, groups, g.H, g.W};
+    need(!need_dx || (dx.ndim() == 4 && dx.shape(0) == g.B && dx.shape(1) == g.C &&
+                      dx.shape(2) == g.H && dx.shape(3) == g.W && gt.ph >= 0 && gt.pw >= 0),
+         "conv_backward_slab: dx shape or padding");
+    need(!need_dw || dwt.size() == w.size(), "conv_backward_slab: dw shape");
+    const T *pg = gy.data(), *px = x.data(), *pk = w.data();
+    T *pdx = need_dx ? dx.mutable_data() : nullptr, *pdw = need_dw ? dwt.mutable_data() : nullptr;
+    py::gil_scoped_release nogil;
+    const bool par = parallel_worth(g.B * g.O * g.OH * g.OW * g.K());
+    if (pdx) {
+        const std::vector<T> wf = conv_slab::flipped_transposed(g, pk);
+        conv_slab::forward(gt, pg, wf.data(), static_cast<const T *>(nullptr), pdx, par);
+    }
+    if (pdw) conv_slab::grad_weight(g, px, pg, pdw, par);
+}
+
 template <typename T>
 void max_pool_forward(Arr<T> x, Arr<T> z, Idx idx, long KH, long KW, long sh, long sw, long ph,
                       long pw) {
@@ -374,6 +373,8 @@ void bind(py::module_ &m) {
     m.def("conv_forward_gemm", &conv_forward_gemm<T>);
     m.def("conv_forward_direct", &conv_forward_direct<T>);
     m.def("conv_backward_gemm", &conv_backward_gemm<T>);
+    m.def("conv_forward_slab", &conv_forward_slab<T>);
+    m.def("conv_backward_slab", &conv_backward_slab<T>);
 }
 
 }  // namespace

@@ -16,6 +16,8 @@ from ._backend import array_module, is_cupy
 from ._validation import check_array, check_int
 
 def _pair(v, name: str, min_value: int) -> tuple[int, int]:
+    if type(v) is int and v >= min_value:  # the common case, without the generic checks
+        return v, v
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
@@ -42,6 +44,11 @@ def conv_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int], s
     O, _, KH, KW = (int(v) for v in weight_shape)
     s, d = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
     p = _padding(padding, (KH, KW), d, s)[0]
+    return _output_shape(N, H, W, O, KH, KW, s, p, d)
+
+
+def _output_shape(N, H, W, O, KH, KW, s, p, d):
+    """conv_output_shape on validated (stride, padding, dilation) pairs."""
     OH, OW = drv.out_size(H, KH, s[0], p[0], d[0]), drv.out_size(W, KW, s[1], p[1], d[1])
     if OH < 1 or OW < 1:
         raise ValueError(f"kernel {KH}x{KW} (dilation {d}) is larger than the padded input "
@@ -70,8 +77,10 @@ def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
     xp = array_module(x)
     x = check_array(x, "x", ndim=4, check_finite=check_finite)
     w = check_array(w, "w", ndim=4, check_finite=check_finite)
-    dt = np.result_type(x.dtype, w.dtype)
-    x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
+    if x.dtype != w.dtype:
+        dt = np.result_type(x.dtype, w.dtype)
+        x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
+    dt = x.dtype
     groups = check_int(groups, "groups", min_value=1)
     N, C, H, W = x.shape
     O, Cg, KH, KW = w.shape
@@ -88,7 +97,7 @@ def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
     p, extra = _padding(padding, (KH, KW), d, s)
     if extra != (0, 0):  # odd total 'same' padding: the extra row/column goes bottom/right
         x = xp.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
-    conv_output_shape(x.shape, w.shape, s, p, d)  # raises when the kernel does not fit
+    _output_shape(x.shape[0], x.shape[2], x.shape[3], O, KH, KW, s, p, d)  # raises if no fit
     return x, w, bias, s, p, d, groups, extra
 
 
@@ -150,7 +159,7 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int
         raise ValueError(f"needs must be a subset of ('input', 'weight', 'bias'), got {needs!r}")
     x, w, _, s, p, d, groups, extra = _prepare(x, w, None, stride, padding, dilation, groups,
                                                check_finite)
-    shape = conv_output_shape(x.shape, w.shape, s, p, d)
+    shape = _output_shape(x.shape[0], x.shape[2], x.shape[3], w.shape[0], *w.shape[2:], s, p, d)
     gy = check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype, check_finite=check_finite)
     if gy.shape != shape:
         raise ValueError(f"grad_out must have the output shape {shape}, got {gy.shape}")

@@ -282,3 +282,39 @@ def test_parallel_sized_problem_matches_vectorised_numpy(backend, rng):
     np.testing.assert_allclose(a, sliding_window_view(zero, (3, 3), axis=(2, 3)).mean(axis=(4, 5)))
     da = pyml.avg_pool2d_backward(np.ones_like(a), xp.shape, 3, 1, 1, backend=backend)
     np.testing.assert_allclose(da[:, :, 1:-1, 1:-1], 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, p, d, g", [
+    ((2, 3, 13, 101), (8, 3, 3, 5), (1, 2), (2, 1), 1),   # wide rows: several slab row blocks
+    ((3, 4, 11, 67), (6, 2, 3, 3), (2, 1), (1, 3), 2),    # groups, uneven last row block
+    ((2, 2, 9, 40), (3, 2, 2, 3), (3, 0), (1, 1), 1),     # padding > d*(K-1): grad-input falls back
+])
+def test_cpp_stride1_slab_blocks_match_reference(xs, ws, p, d, g, dtype, rng):
+    """The C++ stride-1 path computes row blocks of a padded slab (their count depends on the
+    row width); wide inputs give several blocks and a short last one, which the small SHAPES
+    above never reach; with padding beyond the kernel extent grad-input takes the GEMM path."""
+    if "cpp" not in pyml.backends() or pyml.backends()["cpp"] is not None:
+        pytest.skip("cpp backend unavailable")
+    def close(o, r, n, what):  # float64: the loop reference's own rounding over these long
+        if dtype == np.float32:  # sums exceeds a few ulps, so a relative bound instead
+            assert_close(o, r, n, dtype, what)
+        else:
+            np.testing.assert_allclose(o, r, rtol=1e-11, atol=1e-11 * np.abs(r).max(), err_msg=what)
+
+    x64, w64, b64 = _problem(rng, xs, ws)
+    x, w, b = x64.astype(dtype), w64.astype(dtype), b64.astype(dtype)
+    y64 = ref.conv2d(x64, w64, b64, (1, 1), p, d, g)
+    y = pyml.conv2d(x, w, b, 1, p, d, g, backend="cpp")
+    close(y, y64, ref.conv2d(x, w, b, (1, 1), p, d, g), "slab forward")
+    gy64 = rng.standard_normal(y64.shape)
+    gy = gy64.astype(dtype)
+    want = ref.conv2d_backward(gy64, x64, w64, (1, 1), p, d, g)
+    naive = ref.conv2d_backward(gy, x, w, (1, 1), p, d, g)
+    for needs in (("input", "weight", "bias"), ("weight",)):
+        got = pyml.conv2d_backward(gy, x, w, 1, p, d, g, needs=needs, backend="cpp")
+        for name, o, r, n in zip(("input", "weight", "bias"), got, want, naive):
+            if name in needs:
+                close(o, r, n, f"slab grad {name}")
+            else:
+                assert o is None
