@@ -17,6 +17,16 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+# Numba's OpenMP threading layer and PyTorch's OpenMP pool slow each other down when both run
+# in one process (measured: torch SDPA 5-20x slower after a Numba prange kernel had run; the
+# pools spin against each other on 2 cores). TBB or the workqueue layer do not spin, so pyml
+# asks Numba for those first, unless the user chose a layer. Must happen before the first
+# parallel Numba launch; if numba was imported earlier the config attribute still applies.
+if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = "tbb workqueue omp"
+    if "numba" in __import__("sys").modules:
+        __import__("sys").modules["numba"].config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+
 BACKENDS = ("python", "numba", "cpp", "cython", "cuda")
 
 # Fastest CPU backend first, per hot loop: decided by `pyml bench` on the 2-core

@@ -99,3 +99,19 @@ def test_cupy_input_needs_cuda_backend():
         resolve_backend("auto", "kmeans", ("python", "cuda"), FakeCupy())
     with pytest.raises(ValueError, match="CuPy input needs backend='cuda'"):
         resolve_backend("python", "kmeans", ("python",), np.zeros(1), FakeCupy())
+
+
+def test_numba_avoids_the_openmp_threading_layer():
+    """Numba's OpenMP pool and torch's spin against each other; pyml asks for tbb/workqueue."""
+    pytest.importorskip("numba")
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, pyml, numba; "
+            "pyml.kmeans_assign(np.ones((64, 3)), np.ones((2, 3)), backend='numba'); "
+            "print(numba.threading_layer())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("tbb", "workqueue")
