@@ -170,6 +170,9 @@ def format_table(rows: list[Row], roof: dict[str, float]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(cols, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [head, line(cols), line(["-" * w for w in widths])] + [line(b) for b in body]
+    notes = [f"  {r.kernel} {r.problem} {r.label}: {r.note}" for r in rows if r.note and not r.error]
+    if notes:  # e.g. final loss (ALS), sweeps to convergence (value iteration)
+        out += ["notes:"] + notes
     errs = [f"  {r.label} on {r.problem}: {r.error}" for r in rows if r.error]
     if errs:
         out += ["failures:"] + errs

@@ -25,7 +25,9 @@ def test_run_reports_rates_roof_and_peer_ratio(tmp_path):
     assert slow.vs_best_peer == 1.0 and fast.vs_best_peer > 1.0
     assert broken.error.startswith("ZeroDivisionError") and broken.vs_best_peer is None
     table = h.format_table(rows, roof)
-    assert "pyml[numpy]" in table and "failures:" in table
+    assert "pyml[numpy]" in table and "failures:" in table and "notes:" not in table
+    fast.note = "loss 1.5"
+    assert "notes:" in h.format_table(rows, roof) and "loss 1.5" in h.format_table(rows, roof)
     h.write_json(rows, roof, tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["rows"][0]["label"] == "pyml[numpy]" and "machine" in data
