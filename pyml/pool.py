@@ -2,6 +2,8 @@
 
 Z(i, j) = max / mean of the KH x KW window at (s*i - p, s*j - p) (seed 002 sec. 16.3);
 zero padding never wins a max and counts in the mean (as PyTorch's count_include_pad).
+NumPy in -> NumPy out on the CPU backends; CuPy in -> CuPy out on the CUDA kernels
+(pyml._pool_cuda, kernels/cuda/pool.cu), validated on the device without a host copy.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _conv_driver as drv
-from ._backend import is_cupy
+from ._backend import array_module, is_cupy, resolve_backend
 from ._validation import check_array, check_int
 
 
@@ -24,8 +26,6 @@ def _pair(v, name: str, min_value: int) -> tuple[int, int]:
 
 
 def _options(x, kernel_size, stride, padding, check_finite):
-    if is_cupy(x):
-        raise TypeError("CuPy arrays are not supported by pyml pooling (no CUDA path shipped)")
     x = check_array(x, "x", ndim=4, check_finite=check_finite)
     k = _pair(kernel_size, "kernel_size", 1)
     s = k if stride is None else _pair(stride, "stride", 1)
@@ -38,6 +38,20 @@ def _options(x, kernel_size, stride, padding, check_finite):
         raise ValueError(f"pooling window {k} is larger than the padded input "
                          f"{x.shape[2] + 2 * p[0]}x{x.shape[3] + 2 * p[1]}")
     return x, k, s, p, (x.shape[0], x.shape[1], OH, OW)
+
+
+def _resolve(table, backend, *arrays) -> str:
+    """The table's backend for these arrays; CuPy input may also take the CUDA kernels
+    (pyml._pool_cuda), NumPy input resolves exactly as before."""
+    if any(is_cupy(a) for a in arrays):
+        return resolve_backend(backend, table.family, table.backends + ("cuda",), *arrays)
+    return table.resolve(backend, *arrays)
+
+
+def _cuda(name: str):
+    from . import _pool_cuda
+
+    return getattr(_pool_cuda, name)
 
 
 def _input_shape(input_shape) -> tuple[int, int, int, int]:
@@ -61,7 +75,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, backend: str | None = 
            [13, 15]]))
     """
     x, k, s, p, _ = _options(x, kernel_size, stride, padding, check_finite)
-    b = drv.MAX_POOL.resolve(backend, x)
+    b = _resolve(drv.MAX_POOL, backend, x)
+    if b == "cuda":
+        return _cuda("max_pool2d")(x, k, s, p)
     if b == "python":
         return drv.MAX_POOL.get("python")(x, k, s, p)
     return drv.max_pool2d(x, k, s, p, b)
@@ -77,20 +93,23 @@ def max_pool2d_backward(grad_out, indices, input_shape: Sequence[int], *,
     array([[0., 0.],
            [0., 1.]])
     """
-    if is_cupy(grad_out) or is_cupy(indices):
-        raise TypeError("CuPy arrays are not supported by pyml pooling (no CUDA path shipped)")
+    if is_cupy(grad_out) != is_cupy(indices):
+        raise TypeError("grad_out and indices must both be NumPy arrays or both CuPy arrays")
     shape = _input_shape(input_shape)
     gz = check_array(grad_out, "grad_out", ndim=4)
-    idx = np.asarray(indices)
+    xp = array_module(gz)
+    idx = xp.asarray(indices)
     if idx.shape != gz.shape or idx.dtype.kind not in "iu":
         raise ValueError(f"indices must be an integer array of shape {gz.shape}, got "
                          f"{idx.dtype} {idx.shape}")
     if gz.shape[:2] != shape[:2]:
         raise ValueError(f"grad_out {gz.shape} does not match input_shape {shape}")
-    idx = np.ascontiguousarray(idx, dtype=np.int64)
-    if idx.size and (idx.min() < 0 or idx.max() >= shape[2] * shape[3]):
+    idx = xp.ascontiguousarray(idx, dtype=np.int64)
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= shape[2] * shape[3]):
         raise ValueError(f"indices must lie in [0, {shape[2] * shape[3]})")
-    b = drv.MAX_POOL_BWD.resolve(backend, gz)
+    b = _resolve(drv.MAX_POOL_BWD, backend, gz)
+    if b == "cuda":
+        return _cuda("max_pool2d_backward")(gz, idx, shape)
     if b == "python":
         return drv.MAX_POOL_BWD.get("python")(gz, idx, shape)
     return drv.max_pool2d_backward(gz, idx, shape, b)
@@ -106,7 +125,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, backend: str | None = 
            [10.5, 12.5]])
     """
     x, k, s, p, _ = _options(x, kernel_size, stride, padding, check_finite)
-    b = drv.AVG_POOL.resolve(backend, x)
+    b = _resolve(drv.AVG_POOL, backend, x)
+    if b == "cuda":
+        return _cuda("avg_pool2d")(x, k, s, p)
     if b == "python":
         return drv.AVG_POOL.get("python")(x, k, s, p)
     return drv.avg_pool2d(x, k, s, p, b)
@@ -121,8 +142,6 @@ def avg_pool2d_backward(grad_out, input_shape: Sequence[int], kernel_size, strid
     array([[0.25, 0.25],
            [0.25, 0.25]])
     """
-    if is_cupy(grad_out):
-        raise TypeError("CuPy arrays are not supported by pyml pooling (no CUDA path shipped)")
     shape = _input_shape(input_shape)
     gz = check_array(grad_out, "grad_out", ndim=4)
     probe = np.empty((1, 1, shape[2], shape[3]))
@@ -130,7 +149,9 @@ def avg_pool2d_backward(grad_out, input_shape: Sequence[int], kernel_size, strid
     want = shape[:2] + out[2:]
     if gz.shape != want:
         raise ValueError(f"grad_out must have shape {want}, got {gz.shape}")
-    b = drv.AVG_POOL_BWD.resolve(backend, gz)
+    b = _resolve(drv.AVG_POOL_BWD, backend, gz)
+    if b == "cuda":
+        return _cuda("avg_pool2d_backward")(gz, shape, k, s, p)
     if b == "python":
         return drv.AVG_POOL_BWD.get("python")(gz, shape, k, s, p)
     return drv.avg_pool2d_backward(gz, shape, k, s, p, b)
