@@ -26,13 +26,16 @@ struct Dense {
         for (int64_t j = 0; j < S; ++j) total += static_cast<double>(row[j]) * V[j];
         return total;
     }
-    // q[a] = P[a][s] . V for every action: four rows per pass share each load of V and keep
-    // four independent accumulator chains (one chain stalls on FMA latency for float32 P).
+    // q[i * ldq] = row_i . V for n rows spaced `stride` apart, four per pass: the four share
+    // each load of V and keep independent accumulator chains (one chain stalls on FMA latency
+    // for float32 P). Rows of one state's actions: stride S*S; consecutive rows of one
+    // matrix: stride S, a register-blocked GEMV reading P as one forward stream, as BLAS does.
     template <typename T>
-    static void all_actions(const T* P, int64_t A, int64_t S, int64_t s, const double* V, double* q) {
-        int64_t a = 0;
-        for (; a + 4 <= A; a += 4) {
-            const T *r0 = P + (a * S + s) * S, *r1 = r0 + S * S, *r2 = r1 + S * S, *r3 = r2 + S * S;
+    static void rows(const T* first, int64_t n, int64_t stride, int64_t S, const double* V,
+                     double* q, int64_t ldq) {
+        int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            const T *r0 = first + i * stride, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
             double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0;
 #pragma omp simd reduction(+ : t0, t1, t2, t3)
             for (int64_t j = 0; j < S; ++j) {
@@ -42,29 +45,9 @@ struct Dense {
                 t2 += static_cast<double>(r2[j]) * v;
                 t3 += static_cast<double>(r3[j]) * v;
             }
-            q[a] = t0; q[a + 1] = t1; q[a + 2] = t2; q[a + 3] = t3;
+            q[i * ldq] = t0; q[(i + 1) * ldq] = t1; q[(i + 2) * ldq] = t2; q[(i + 3) * ldq] = t3;
         }
-        for (; a < A; ++a) q[a] = dot(P + (a * S + s) * S, V, S);
-    }
-    // q[i * ldq] = row_i . V for n <= 4 consecutive rows of one matrix: a register-blocked GEMV
-    // that reads P as a single forward stream, as BLAS does (Jacobi sweeps, action-major).
-    template <typename T>
-    static void rows4(const T* P, int64_t n, int64_t S, const double* V, double* q, int64_t ldq) {
-        if (n < 4) {
-            for (int64_t i = 0; i < n; ++i) q[i * ldq] = dot(P + i * S, V, S);
-            return;
-        }
-        const T *r0 = P, *r1 = P + S, *r2 = P + 2 * S, *r3 = P + 3 * S;
-        double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0;
-#pragma omp simd reduction(+ : t0, t1, t2, t3)
-        for (int64_t j = 0; j < S; ++j) {
-            const double v = V[j];
-            t0 += static_cast<double>(r0[j]) * v;
-            t1 += static_cast<double>(r1[j]) * v;
-            t2 += static_cast<double>(r2[j]) * v;
-            t3 += static_cast<double>(r3[j]) * v;
-        }
-        q[0] = t0; q[ldq] = t1; q[2 * ldq] = t2; q[3 * ldq] = t3;
+        for (; i < n; ++i) q[i * ldq] = dot(first + i * stride, V, S);
     }
 };
 
@@ -138,7 +121,7 @@ double sweep_dense(Arr<T> P, Arr<double> R, double gamma, py::array_t<double> V,
 #pragma omp parallel for schedule(static)
         for (int64_t t = 0; t < A * nb; ++t) {
             const int64_t a = t / nb, s0 = (t % nb) * 4;
-            Dense::rows4(p + (a * S + s0) * S, std::min<int64_t>(4, S - s0), S, v, q + s0 * A + a, A);
+            Dense::rows(p + (a * S + s0) * S, std::min<int64_t>(4, S - s0), S, S, v, q + s0 * A + a, A);
         }
         return sweep(S, A, r, gamma, v, vo, pol, fixed, gauss_seidel,
                      [&](int64_t s, int64_t a, const double*) { return q[s * A + a]; });
@@ -152,7 +135,7 @@ double sweep_dense(Arr<T> P, Arr<double> R, double gamma, py::array_t<double> V,
                  [&](int64_t s, int64_t a, const double* Vc) {
                      const int t = omp_in_parallel() ? omp_get_thread_num() : 0;
                      double* q = cache.data() + static_cast<size_t>(t) * A;
-                     if (cached[t] != s) { Dense::all_actions(p, A, S, s, Vc, q); cached[t] = s; }
+                     if (cached[t] != s) { Dense::rows(p + s * S, A, S * S, S, Vc, q, 1); cached[t] = s; }
                      return q[a];
                  });
 }
