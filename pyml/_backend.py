@@ -1,15 +1,19 @@
 """Backend registry: which backends exist, which are usable here and why not, the
 "auto" choice per kernel, the default backend (config_context / set_backend) and threads.
 
-A hot-loop module declares its kernels once with :class:`KernelTable`; the driver asks
-the table for the implementation of the chosen backend. Imports are lazy, so a missing
-compiler, CuPy or GPU only matters to the backend that needs it.
+Registry by rule: a driver declares each kernel once as ``Kernel(loop, name, backends)``
+and the implementation of backend ``b`` is always the attribute ``name`` of the module
+``<PACKAGES[b]>.<loop>``, e.g. ``pyml._cpp.kmeans:kmeans_assign`` or
+``pyml.kernels.cuda.kmeans:kmeans_assign`` -- so grepping a kernel's name finds every
+backend's implementation and every caller. Imports are lazy, so a missing compiler, CuPy
+or GPU only matters to the backend that needs it.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,18 +28,32 @@ import numpy as np
 # parallel Numba launch; if numba was imported earlier the config attribute still applies.
 if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
     os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = "tbb workqueue omp"
-    if "numba" in __import__("sys").modules:
-        __import__("sys").modules["numba"].config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+    if "numba" in sys.modules:
+        sys.modules["numba"].config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
 
 BACKENDS = ("python", "numba", "cpp", "cython", "cuda")
+
+# The one name of each hot loop: API module pyml/<loop>.py, driver pyml/_<loop>_driver.py,
+# kernels <PACKAGES[backend]>.<loop>, tests/test_<loop>.py, benchmarks/bench_<loop>.py,
+# pyml/_verify/<loop>.py and the `pyml bench` / `pyml verify` argument.
+LOOPS = ("kmeans", "conv", "attention", "mf", "mdp")
+
+# Where each backend's kernels live: <package>.<loop>:<kernel name>.
+PACKAGES = {
+    "python": "pyml.reference",
+    "numba": "pyml.kernels.numba",
+    "cpp": "pyml._cpp",
+    "cython": "pyml._cython",
+    "cuda": "pyml.kernels.cuda",
+}
 
 # Fastest CPU backend first, per hot loop: decided by `pyml bench` on the 2-core
 # development machine (figures in the issue notes). "python" is always last.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "kmeans": ("cpp", "cython", "numba", "python"),
-    "conv2d": ("cpp", "numba", "python"),
+    "conv": ("cpp", "numba", "python"),
     "attention": ("cpp", "numba", "python"),
-    "als": ("cpp", "cython", "numba", "python"),
+    "mf": ("cpp", "cython", "numba", "python"),
     "mdp": ("cpp", "numba", "python"),
 }
 
@@ -62,10 +80,11 @@ def _probe(backend: str) -> str | None:
             importlib.import_module("numba")
             return None
         if backend == "cpp":
-            importlib.import_module("pyml._cpp._info")
+            importlib.import_module(f"{backend_package('cpp')}._info")
             return None
         if backend == "cython":
-            importlib.import_module("pyml._cython.kmeans")
+            for loop in ("kmeans", "mf"):  # the loops that have a Cython kernel
+                importlib.import_module(f"{backend_package('cython')}.{loop}")
             return None
         if backend == "cuda":
             cp = importlib.import_module("cupy")
@@ -154,8 +173,8 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- dispatch
-def resolve_backend(backend: str | None, family: str, supported: tuple[str, ...],
-                    *arrays: Any) -> str:
+def resolve_backend(backend: str | None, loop: str, supported: tuple[str, ...],
+                    *arrays: Any, kernel: str | None = None) -> str:
     """Turn a user's ``backend=`` into a concrete backend that supports this kernel."""
     backend = _check_backend_name(get_config()["backend"] if backend is None else backend)
     gpu_input = any(is_cupy(a) for a in arrays)
@@ -163,13 +182,13 @@ def resolve_backend(backend: str | None, family: str, supported: tuple[str, ...]
         if gpu_input:
             backend = "cuda"
         else:
-            for b in AUTO_ORDER.get(family, ("python",)):
+            for b in AUTO_ORDER.get(loop, ("python",)):
                 if b in supported and _probe(b) is None:
                     return b
             return "python"
     if backend not in supported:
         raise BackendUnavailableError(
-            f"{family} has no {backend!r} kernel; available kernels: {', '.join(supported)}")
+            f"{kernel or loop} has no {backend!r} kernel; available kernels: {', '.join(supported)}")
     reason = _probe(backend)
     if reason is not None:
         raise BackendUnavailableError(reason)
@@ -179,15 +198,53 @@ def resolve_backend(backend: str | None, family: str, supported: tuple[str, ...]
     return backend
 
 
-@dataclass(frozen=True)
-class KernelTable:
-    """The implementations of one kernel, by backend, as "module:attribute" strings.
+def backend_package(backend: str) -> str:
+    """The package that holds ``backend``'s kernel modules (one module per loop)."""
+    return PACKAGES[backend]
 
-    >>> t = KernelTable("demo", "kmeans", {"python": "math:sqrt"})
-    >>> t.get("python")(4.0)
-    2.0
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel of one hot loop, with the backends that implement it.
+
+    The implementation for backend ``b`` is ``<backend_package(b)>.<loop>:<name>``.
+
+    >>> k = Kernel("kmeans", "kmeans_assign", ("python",))
+    >>> k.path("python")
+    'pyml.reference.kmeans:kmeans_assign'
     """
 
+    loop: str
+    name: str
+    backends: tuple[str, ...]
+
+    def path(self, backend: str) -> str:
+        return f"{backend_package(backend)}.{self.loop}:{self.name}"
+
+    def resolve(self, backend: str | None, *arrays: Any) -> str:
+        return resolve_backend(backend, self.loop, self.backends, *arrays, kernel=self.name)
+
+    def get(self, backend: str) -> Callable:
+        if backend not in self.backends:
+            raise BackendUnavailableError(f"{self.name} has no {backend!r} kernel; "
+                                          f"available kernels: {', '.join(self.backends)}")
+        return _load(self.path(backend), backend)
+
+
+@lru_cache(maxsize=None)
+def _load(target: str, backend: str) -> Callable:
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as exc:
+        raise BackendUnavailableError(
+            f"cannot load the {backend} kernel {target} "
+            f"({type(exc).__name__}: {exc}); {INSTALL_HINT.get(backend, '')}") from exc
+
+
+# TEMPORARY during the issue-10 move; deleted once every driver uses Kernel.
+@dataclass(frozen=True)
+class KernelTable:
     name: str
     family: str
     impls: dict[str, str]
@@ -197,21 +254,11 @@ class KernelTable:
         return tuple(b for b in BACKENDS if b in self.impls)
 
     def resolve(self, backend: str | None, *arrays: Any) -> str:
-        return resolve_backend(backend, self.family, self.backends, *arrays)
+        fam = {"conv2d": "conv", "als": "mf"}.get(self.family, self.family)
+        return resolve_backend(backend, fam, self.backends, *arrays)
 
     def get(self, backend: str) -> Callable:
-        return _load(self.name, backend, self.impls[backend])
-
-
-@lru_cache(maxsize=None)
-def _load(name: str, backend: str, target: str) -> Callable:
-    module, _, attr = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except Exception as exc:
-        raise BackendUnavailableError(
-            f"{name}: cannot load the {backend} kernel {target} "
-            f"({type(exc).__name__}: {exc}); {INSTALL_HINT.get(backend, '')}") from exc
+        return _load(self.impls[backend], backend)
 
 
 # --------------------------------------------------------------------------- threads
@@ -225,7 +272,7 @@ def set_num_threads(n: int) -> None:
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     if _probe("cpp") is None:
-        importlib.import_module("pyml._cpp._info").set_num_threads(n)
+        importlib.import_module(f"{backend_package('cpp')}._info").set_num_threads(n)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=n)
@@ -236,5 +283,5 @@ def get_num_threads() -> int:
     if "num_threads" in _global_config:
         return _global_config["num_threads"]
     if _probe("cpp") is None:
-        return importlib.import_module("pyml._cpp._info").get_num_threads()
+        return importlib.import_module(f"{backend_package('cpp')}._info").get_num_threads()
     return os.cpu_count() or 1
