@@ -1,15 +1,11 @@
-"""Shared test fixtures and THE tolerance rule.
-
-Tolerance rule (stated once, used by every hot loop): a kernel's output in dtype T is
-compared with the float64 reference R64. The allowed error is a small multiple
-(FACTOR) of the error that a naive implementation in the same precision T makes
-against R64 (for float64 that error is pure rounding), plus a floor of FACTOR ulps of
-T at the scale of the result so an exactly-representable case is not held to zero:
+"""Shared test fixtures; THE tolerance rule is pyml._verify.tolerance (stated once there,
+used by these tests and by `pyml verify` alike):
 
     |out - R64|_max  <=  FACTOR * (|naive_T - R64|_max + eps(T) * max(1, |R64|_max))
 
-This is the flash-attention testing scheme: tolerances derived from the precision, not
-guessed.
+a kernel's output in dtype T against the float64 reference R64 may be off by a small
+multiple (FACTOR) of the error a naive same-precision implementation makes, plus a floor of
+FACTOR ulps of T at the result's scale (the flash-attention testing scheme).
 """
 from __future__ import annotations
 
@@ -17,8 +13,7 @@ import numpy as np
 import pytest
 
 import pyml
-
-FACTOR = 4.0
+from pyml._verify import FACTOR, tolerance  # noqa: F401  (the one rule)
 
 AVAILABLE = [b for b in ("python", "numba", "cpp", "cython") if pyml.backends()[b] is None]
 GPU = pyml.backends()["cuda"] is None
@@ -38,14 +33,6 @@ def backend_params(supported):
         else:
             out.append(pytest.param(b, marks=pytest.mark.skip(reason=f"{b} backend unavailable here")))
     return out
-
-
-def tolerance(ref64, naive, dtype) -> float:
-    """Allowed max-abs error for a result of ``dtype`` (see module docstring)."""
-    ref64 = np.asarray(ref64, np.float64)
-    naive_err = float(np.max(np.abs(np.asarray(naive, np.float64) - ref64))) if ref64.size else 0.0
-    scale = max(1.0, float(np.max(np.abs(ref64)))) if ref64.size else 1.0
-    return FACTOR * (naive_err + float(np.finfo(dtype).eps) * scale)
 
 
 def assert_close(out, ref64, naive, dtype, what: str = "") -> None:
