@@ -195,11 +195,11 @@ def test_bad_backward_and_pool_input():
 
 @pytest.mark.parametrize("backend", ["numba", "cpp"])
 def test_verify_rows_pass(backend):
-    from pyml.conv import _verify
+    from pyml._verify.conv import checks
 
     if pyml.backends()[backend] is not None:
         pytest.skip(f"{backend} unavailable")
-    rows = _verify(backend, np.random.default_rng(0))
+    rows = checks(backend, np.random.default_rng(0))
     assert rows and all(err <= tol for _, err, tol in rows), rows
 
 
