@@ -66,14 +66,15 @@ def test_half_step_matches_reference(backend, dtype, mode, rng):
 @pytest.mark.parametrize("backend", backend_params(("numba", "cpp", "cython")))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mode", ["explicit", "implicit_cg", "implicit_cholesky"])
-def test_half_step_long_rows_wide_factors(backend, dtype, mode, rng):
-    """Rows longer than the kernels' gather chunks (300 items) and f=37 (vector remainders),
-    against the dense NumPy half-step in float64 (LAPACK solve) as the oracle."""
+@pytest.mark.parametrize("f", [37, 16, 64])
+def test_half_step_long_rows_wide_factors(backend, dtype, mode, f, rng):
+    """Rows longer than the kernels' gather chunks (300 items); f=37 (vector remainders) and
+    f=16/64 (the cpp CG solver's compile-time factor counts), against the dense NumPy
+    half-step in float64 (LAPACK solve) as the oracle."""
     implicit, exact = mode != "explicit", mode != "implicit_cg"
     R = _ratings_with_edge_rows(rng, n_rows=6, n_cols=300)
     if implicit:
         R = abs(R)
-    f = 37
     Y = rng.standard_normal((R.shape[1], f)) * 0.3
     X0 = rng.standard_normal((R.shape[0], f)) * 0.1
     ref64 = _run(dense_half_step, R, Y, X0, np.float64, implicit, exact)
