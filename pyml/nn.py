@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_int, check_random_state
-from .conv import conv2d, conv2d_backward
+from ._validation import check_dtype_arg, check_int, check_random_state
+from .conv import _pair, conv2d, conv2d_backward
 from .mha import multi_head_attention, multi_head_attention_backward
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
@@ -50,13 +50,27 @@ class Module:
         return self.forward(x)
 
 
+def _forward_first(layer: Module, cached) -> None:
+    """Backward pairs grad_out with what forward cached; without a forward there is none."""
+    if cached is None:
+        raise ValueError(f"{type(layer).__name__}.backward(grad_out) called before forward: "
+                         "call forward(x) first, its input is what grad_out refers to")
+
+
 class Conv2d(Module):
     """2-D convolution layer (pyml.conv2d), He-initialised weight (O, C/groups, KH, KW)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, dtype=np.float32,
                  random_state=None, backend: str | None = None):
-        kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
+        in_channels = check_int(in_channels, "in_channels", min_value=1)
+        out_channels = check_int(out_channels, "out_channels", min_value=1)
+        groups = check_int(groups, "groups", min_value=1)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        kh, kw = _pair(kernel_size, "kernel_size", 1)
+        dtype = check_dtype_arg(dtype)
         rng = check_random_state(random_state)
         fan_in = in_channels // groups * kh * kw
         self.weight = (rng.standard_normal((out_channels, in_channels // groups, kh, kw))
@@ -66,12 +80,14 @@ class Conv2d(Module):
         self.backend = backend
         self.grad_weight = np.zeros_like(self.weight)
         self.grad_bias = np.zeros_like(self.bias) if bias else None
+        self._x = None
 
     def forward(self, x):
         self._x = x
         return conv2d(x, self.weight, self.bias, **self.opts, backend=self.backend)
 
     def backward(self, grad_out):
+        _forward_first(self, self._x)
         needs = ("input", "weight", "bias") if self.bias is not None else ("input", "weight")
         gx, gw, gb = conv2d_backward(grad_out, self._x, self.weight, **self.opts, needs=needs,
                                      backend=self.backend)
@@ -92,13 +108,15 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
         self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+        self._shape = None
 
     def forward(self, x):
-        self._shape = x.shape
+        self._shape = np.shape(x)
         z, self._idx = max_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
         return z
 
     def backward(self, grad_out):
+        _forward_first(self, self._shape)
         return max_pool2d_backward(grad_out, self._idx, self._shape, backend=self.backend)
 
 
@@ -107,12 +125,14 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
         self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+        self._shape = None
 
     def forward(self, x):
-        self._shape = x.shape
+        self._shape = np.shape(x)
         return avg_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
 
     def backward(self, grad_out):
+        _forward_first(self, self._shape)
         return avg_pool2d_backward(grad_out, self._shape, self.kernel_size, self.stride,
                                    self.padding, backend=self.backend)
 
