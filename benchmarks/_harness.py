@@ -58,6 +58,8 @@ class Runner:
 
     ``setup``: for end-to-end rows, the seconds of one call spent before the first kernel
     call (validation + conversion): a number, or a callable returning seconds.
+    ``timings``: for times measured elsewhere (fresh processes: the startup suite), a
+    callable ``timings(repeat) -> list of seconds`` used instead of timing ``prepare()``.
     """
 
     label: str                      # "pyml[cpp]", "scikit-learn", "torch", ...
@@ -66,6 +68,7 @@ class Runner:
     device: str = "cpu"             # "cpu" or "gpu" (gpu runs synchronise before the clock stops)
     note: str = ""
     setup: float | Callable[[], float] | None = None
+    timings: Callable[[int], list[float]] | None = None
 
 
 @dataclass
@@ -145,6 +148,8 @@ def gpu_sync() -> None:
 
 # --------------------------------------------------------------------------- run
 def time_runner(runner: Runner, repeat: int, warmup: int = 1) -> list[float]:
+    if runner.timings is not None:
+        return list(runner.timings(repeat))
     fn = runner.prepare()
     sync = gpu_sync if runner.device == "gpu" else (lambda: None)
     for _ in range(warmup):
