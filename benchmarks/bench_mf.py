@@ -51,7 +51,7 @@ def _pyml_runner(R, be, implicit, exact):
 
     def prepare():
         def fit():
-            runner.model = pyml.ALS(FACTORS, _reg(implicit), ITERATIONS, implicit=implicit, alpha=ALPHA,
+            runner.model = pyml.ALS(FACTORS, _reg(implicit), iterations=ITERATIONS, implicit=implicit, alpha=ALPHA,
                                     cg_steps=CG_STEPS, exact=exact, random_state=0, backend=be,
                                     show_progress=False).fit(R)
         return fit
@@ -140,6 +140,6 @@ def test_als_implicit_cg_cpp(benchmark):
 
 def test_als_explicit_numba(benchmark):
     R = _small()
-    m = benchmark(lambda: pyml.ALS(32, iterations=2, backend="numba", random_state=0,
+    m = benchmark(lambda: pyml.ALS(32, iterations=2, implicit=False, backend="numba", random_state=0,
                                    show_progress=False, compute_loss=True).fit(R))
     assert m.loss_[-1] <= m.loss_[0]

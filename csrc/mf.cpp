@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "mf_csr.hpp"
 #include "tile_gemm.hpp"
 
 namespace py = pybind11;
@@ -263,4 +264,5 @@ PYBIND11_MODULE(mf, m) {
     m.def("als_half_step", &als_half_step<double>);
     m.def("mf_sgd_epoch", &mf_sgd_epoch<float>);
     m.def("mf_sgd_epoch", &mf_sgd_epoch<double>);
+    mf_csr::bind(m);
 }

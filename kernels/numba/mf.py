@@ -128,3 +128,57 @@ def mf_sgd_epoch(rows, cols, vals, order, U, V, lr, reg, deterministic):
                 v_a = V[j, a]
                 U[i, a] = u_a + lr * (e * v_a - reg * u_a)
                 V[j, a] = v_a + lr * (e * u_a - reg * v_a)
+
+
+# Result codes of csr_check, shared with csrc/mf_csr.hpp and pyml/reference/mf.py.
+@njit(cache=True)
+def csr_check(indptr, indices, data, n_cols, nonneg):
+    # One read of a user's CSR matrix: (code, position, canonical, max |value|).
+    n = indptr.shape[0] - 1
+    stored = min(indices.shape[0], data.shape[0])
+    canonical = True
+    max_abs = 0.0
+    if n < 0 or indptr[0] != 0:
+        return 1, 0, canonical, max_abs
+    for u in range(n):
+        start, end = indptr[u], indptr[u + 1]
+        if end < start:
+            return 2, u, canonical, max_abs
+        if end > stored:
+            return 3, u, canonical, max_abs
+        prev = -1
+        for k in range(start, end):
+            j = indices[k]
+            v = float(data[k])
+            if j < 0 or j >= n_cols:
+                return 4, k, canonical, max_abs
+            if not np.isfinite(v):
+                return 5, k, canonical, max_abs
+            if nonneg and v < 0:
+                return 6, k, canonical, max_abs
+            canonical = canonical and j > prev
+            prev = j
+            max_abs = max(max_abs, abs(v))
+    return 0, 0, canonical, max_abs
+
+
+@njit(cache=True)
+def csr_transpose(indptr, indices, data, n_cols):
+    # Counting sort by column; rows visited in order, so every transposed row comes out sorted.
+    n = indptr.shape[0] - 1
+    nnz = indptr[n]
+    tptr = np.zeros(n_cols + 1, dtype=np.int64)
+    tidx = np.empty(nnz, dtype=np.int32)
+    tval = np.empty(nnz, dtype=data.dtype)
+    for k in range(nnz):
+        tptr[indices[k] + 1] += 1
+    for j in range(n_cols):
+        tptr[j + 1] += tptr[j]
+    nxt = tptr[:n_cols].copy()
+    for u in range(n):
+        for k in range(indptr[u], indptr[u + 1]):
+            dst = nxt[indices[k]]
+            nxt[indices[k]] += 1
+            tidx[dst] = u
+            tval[dst] = data[k]
+    return tptr, tidx, tval

@@ -125,3 +125,55 @@ def mf_sgd_epoch(rows, cols, vals, order, U, V, lr, reg, deterministic):
             U[i, a] = u_a + lr * (e * v_a - reg * u_a)
             V[j, a] = v_a + lr * (e * u_a - reg * v_a)
     return U, V
+
+
+# csr_check result codes (the compiled kernels return the same numbers)
+OK, INDPTR_START, INDPTR_DECREASES, INDPTR_END, INDEX_RANGE, NOT_FINITE, NEGATIVE = range(7)
+
+
+def csr_check(indptr, indices, data, n_cols, nonneg):
+    """Validate a CSR matrix in one read: returns ``(code, position, canonical, max_abs)``.
+
+    A CSR matrix is valid when indptr starts at 0 and never decreases, every column index is in
+    [0, n_cols) and every value is finite (and >= 0 when ``nonneg``); it is canonical when the
+    indices of every row strictly increase (sorted, no duplicate entries)."""
+    n = len(indptr) - 1
+    stored = min(len(indices), len(data))
+    canonical, max_abs = True, 0.0
+    if n < 0 or indptr[0] != 0:
+        return INDPTR_START, 0, canonical, max_abs
+    for u in range(n):
+        start, end = int(indptr[u]), int(indptr[u + 1])
+        if end < start:
+            return INDPTR_DECREASES, u, canonical, max_abs
+        if end > stored:
+            return INDPTR_END, u, canonical, max_abs
+        prev = -1
+        for k in range(start, end):
+            j, v = int(indices[k]), float(data[k])
+            if not 0 <= j < n_cols:
+                return INDEX_RANGE, k, canonical, max_abs
+            if not np.isfinite(v):
+                return NOT_FINITE, k, canonical, max_abs
+            if nonneg and v < 0:
+                return NEGATIVE, k, canonical, max_abs
+            canonical = canonical and j > prev
+            prev = j
+            max_abs = max(max_abs, abs(v))
+    return OK, 0, canonical, max_abs
+
+
+def csr_transpose(indptr, indices, data, n_cols):
+    """(indptr, indices, data) of the transpose: entry (u, j, v) becomes (j, u, v), rows sorted."""
+    rows = [[] for _ in range(n_cols)]
+    for u in range(len(indptr) - 1):
+        for k in range(int(indptr[u]), int(indptr[u + 1])):
+            rows[int(indices[k])].append((u, data[k]))
+    tptr = np.zeros(n_cols + 1, dtype=np.int64)
+    tidx, tval = [], []
+    for j in range(n_cols):
+        tptr[j + 1] = tptr[j] + len(rows[j])
+        for u, v in rows[j]:
+            tidx.append(u)
+            tval.append(v)
+    return tptr, np.array(tidx, dtype=np.int32), np.array(tval, dtype=np.asarray(data).dtype)
