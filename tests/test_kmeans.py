@@ -8,6 +8,8 @@ from conftest import AVAILABLE, assert_close, backend_params
 
 import pyml
 from pyml import _kmeans_driver as drv
+from pyml._blas import single_thread
+from pyml._verify.kmeans import checks as verify_checks
 from pyml.reference import kmeans as ref
 
 ASSIGN_BACKENDS = backend_params(("python", "numba", "cpp", "cython", "cuda"))
@@ -125,13 +127,17 @@ def test_all_backends_same_fit(rng):
         assert r.n_iter == base.n_iter
 
 
-def test_plusplus_matches_reference_and_weights():
+@pytest.mark.parametrize("trials", [None, 1, 4])
+@pytest.mark.parametrize("backend", backend_params(("python", "numba", "cpp")))
+def test_plusplus_matches_reference_and_weights(backend, trials):
     rng_data = np.random.default_rng(5)
     X = rng_data.standard_normal((60, 3))
     w = rng_data.uniform(0, 2, 60)
     w[::7] = 0.0
-    C, idx = pyml.kmeans_plusplus(X, 5, sample_weight=w, random_state=11)
-    C_ref, idx_ref = ref.kmeans_plusplus(X, 5, w, np.random.default_rng(11))
+    C, idx = pyml.kmeans_plusplus(X, 5, sample_weight=w, random_state=11, n_local_trials=trials,
+                                  backend=backend)
+    C_ref, idx_ref = ref.kmeans_plusplus(X, 5, w, np.random.default_rng(11),
+                                         n_local_trials=2 + int(np.log(5)) if trials is None else trials)
     np.testing.assert_array_equal(idx, idx_ref)
     np.testing.assert_array_equal(C, X[idx])
     assert np.all(w[idx] > 0) and len(set(idx.tolist())) == 5
@@ -144,7 +150,8 @@ def test_plusplus_distribution():
     bulk = rng.standard_normal((20, 1)) * 0.5
     X = np.vstack([bulk, [[10.0]]])
     trials = 2000
-    second = np.array([pyml.kmeans_plusplus(X, 2, random_state=s)[1] for s in range(trials)])
+    second = np.array([pyml.kmeans_plusplus(X, 2, random_state=s, n_local_trials=1)[1]
+                       for s in range(trials)])
     first_bulk = second[:, 0] != 20
     D2 = (X[:20, None, 0] - X[None, :, 0]) ** 2  # row f: squared distances from first pick f
     p_out = np.mean(D2[:, 20] / D2.sum(1))  # averaged over the uniform first pick in the bulk
@@ -200,7 +207,7 @@ def test_mixed_dtypes_and_ints():
 @pytest.mark.parametrize("backend", [b for b in ("python", "numba", "cpp", "cython")
                                      if pyml.backends()[b] is None])
 def test_verify_rows(backend):
-    rows = pyml.kmeans._verify(backend, np.random.default_rng(0))
+    rows = verify_checks(backend, np.random.default_rng(0))
     assert rows and all(err <= tol for _, err, tol in rows), rows
 
 
@@ -222,7 +229,7 @@ def test_cpp_assign_paths(method, n, k, d, dtype, rng):
     from pyml._cpp import kmeans as ck
 
     Xt, Ct, _, _ = _problem(rng, n, k, d, dtype)
-    with drv.blas_single_thread("cpp"):
+    with single_thread("cpp"):
         labels, dist = ck.kmeans_assign(Xt, Ct, method=method)
     assert labels.dtype == np.int32 and dist.dtype == dtype
     D = cdist(Xt.astype(np.float64), Ct.astype(np.float64), "sqeuclidean")
