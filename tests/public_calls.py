@@ -140,8 +140,10 @@ SPECS = [
     Spec("policy_iteration", "mdp", lambda r: dict(zip(("P", "R"), _mdp(r)), gamma=0.9),
          lambda **kw: pyml.policy_iteration(**kw), ("P", "R"), {"gamma": [0.0, 1.5], "max_iter": [0]}),
     Spec("policy_evaluation", "mdp",
-         lambda r: dict(zip(("P", "R"), _mdp(r)), gamma=0.9, policy=np.zeros(10, np.int64)),
-         lambda **kw: pyml.policy_evaluation(**kw), ("P", "R", "policy"), {"gamma": [0.0, 1.5]}),
+         lambda r: dict(zip(("P", "R"), _mdp(r)), gamma=0.9, policy=np.zeros(10, np.int64),
+                        method="iterative"),  # "exact" is one LAPACK solve, no pyml kernel
+         lambda **kw: pyml.policy_evaluation(**kw), ("P", "R", "policy"),
+         {"gamma": [0.0, 1.5], "method": ["bogus", None]}),
     Spec("q_values", "mdp", lambda r: dict(zip(("P", "R"), _mdp(r)), gamma=0.9, V=r.random(10)),
          lambda **kw: pyml.q_values(**kw), ("P", "R", "V"), {"gamma": [0.0, -1.0]}),
     Spec("greedy_policy", "mdp", lambda r: dict(zip(("P", "R"), _mdp(r)), gamma=0.9, V=r.random(10)),
