@@ -75,7 +75,7 @@ def plusplus(X, k: int, w: np.ndarray, rng: np.random.Generator, n_local_trials:
     the lowest potential sum w min(D^2, ||x - candidate||^2). n_local_trials=1 is the plain
     k-means++ of the paper. X is validated (float32/float64, C-contiguous); w float64."""
     Xh = to_numpy(X)  # seeding runs on the host (no cuda kernel: it is O(n k trials d) once)
-    b = _paired(PLUSPLUS, PLUSPLUS.resolve(backend) if backend != "cuda" else "cuda", Xh)
+    b = _paired(PLUSPLUS, ASSIGN["euclidean"].resolve(backend), Xh)
     step = PLUSPLUS.get(b)
     n = Xh.shape[0]
     idx = np.empty(k, np.int64)

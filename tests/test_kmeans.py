@@ -266,3 +266,85 @@ def test_cpp_assign_exact_ties_take_first_index(method, dtype, rng):
     np.testing.assert_array_equal(labels[clear], want[clear])
     with pytest.raises(ValueError, match="method"):
         ck.kmeans_assign(X, C, method="gemm")
+
+
+# ----------------------------------------------------------------------- cancellation
+# ||c||^2 - 2 x.c cancels when the data share an offset large against their spread; the
+# kernels shift by the mean of the centres, so the labels stay those of the exact reference.
+OFFSETS = [(np.float64, 1e7), (np.float64, 1e8), (np.float32, 1e3), (np.float32, 1e4)]
+
+
+@pytest.mark.parametrize("dtype,offset", OFFSETS)
+@pytest.mark.parametrize("backend", ASSIGN_BACKENDS)
+def test_assign_labels_exact_at_large_offsets(backend, dtype, offset, rng):
+    n, k, d = (120, 9, 5) if backend == "python" else (1500, 40, 16)
+    X = (rng.standard_normal((n, d)) * 3 + offset).astype(dtype)
+    C = (X[rng.choice(n, k, replace=False)].astype(np.float64) + rng.standard_normal((k, d))).astype(dtype)
+    xp = _xp(backend)
+    labels, _ = pyml.kmeans_assign(xp.asarray(X), xp.asarray(C), backend=backend)
+    D = _all_dists(X.astype(np.float64), C.astype(np.float64), "euclidean")
+    part = np.sort(D, axis=1)
+    clear = part[:, 1] - part[:, 0] > 1e-6 * np.maximum(1.0, part[:, 0])  # exact ties excepted
+    assert clear.mean() > 0.99
+    want = np.argmin(D, axis=1)
+    got = pyml._backend.to_numpy(labels)
+    assert np.mean(got[clear] != want[clear]) == 0.0, f"{np.mean(got[clear] != want[clear]):.1%} wrong"
+
+
+@pytest.mark.skipif("cpp" not in AVAILABLE, reason="cpp backend unavailable here")
+@pytest.mark.parametrize("method", ["fused", "blas"])
+def test_cpp_paths_exact_at_large_offsets(method, rng):
+    from pyml._cpp import kmeans as ck
+
+    X = (rng.standard_normal((700, 12)) * 3 + 1e4).astype(np.float32)
+    C = X[rng.choice(700, 33, replace=False)] + np.float32(0.5)
+    labels, _ = ck.kmeans_assign(X, C, method=method)
+    D = _all_dists(X.astype(np.float64), C.astype(np.float64), "euclidean")
+    part = np.sort(D, axis=1)
+    clear = part[:, 1] - part[:, 0] > 1e-6 * np.maximum(1.0, part[:, 0])
+    np.testing.assert_array_equal(labels[clear], np.argmin(D, axis=1)[clear])
+
+
+@pytest.mark.parametrize("backend", backend_params(("python", "numba", "cpp", "cython")))
+def test_float32_huge_values_labels_exact(backend, rng):
+    # |x| ~ 1e19: squared distances overflow float32; the assignment is redone in float64
+    X = (rng.standard_normal((60, 4)) * 1e19).astype(np.float32)
+    C = X[:5].copy()
+    labels, dist = pyml.kmeans_assign(X, C, backend=backend)
+    l64, d64 = ref.kmeans_assign(X.astype(np.float64), C.astype(np.float64))
+    np.testing.assert_array_equal(labels, l64)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(dist, d64.astype(np.float32))
+
+
+# ----------------------------------------------------------------------- defaults, input
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_configured_backend_is_the_default(backend, monkeypatch):
+    # the README example: with config_context(backend="python"): kmeans_assign(...) runs python
+    calls = []
+    orig_get = pyml._backend.Kernel.get
+
+    def spy(self, b):
+        calls.append((self.name, b))
+        return orig_get(self, b)
+    monkeypatch.setattr(pyml._backend.Kernel, "get", spy)
+    X = np.arange(12.0).reshape(6, 2)
+    with pyml.config_context(backend=backend):
+        pyml.kmeans_assign(X, X[:2])
+        pyml.kmeans_plusplus(X, 2, random_state=0)
+        pyml.KMeans(2, random_state=0, max_iter=3).fit(X)
+    assert calls[0] == ("kmeans_assign", backend)
+    for name, b in calls:  # every kernel ran on the configured backend where it has one
+        if backend in getattr(drv, "PLUSPLUS").backends or name != "kmeans_plusplus_step":
+            if name != "kmeans_update" or backend in drv.UPDATE["euclidean"].backends:
+                assert b == backend, (name, b)
+
+
+def test_read_only_input(rng):
+    X = rng.standard_normal((50, 3))
+    X.setflags(write=False)
+    C = X[:4].copy()
+    C.setflags(write=False)
+    want = ref.kmeans_assign(X, C)[0]
+    for b in AVAILABLE:
+        np.testing.assert_array_equal(pyml.kmeans_assign(X, C, backend=b)[0], want, err_msg=b)
