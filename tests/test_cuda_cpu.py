@@ -14,13 +14,15 @@ import pytest
 import scipy.sparse as sp
 
 import pyml
-from conftest import assert_close
+from conftest import AVAILABLE, assert_close
+from test_attention import _naive as attention_naive  # the vectorised NumPy naive of the tolerance rule
 
 pytestmark = [pytest.mark.cuda_cpu,
               pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA-on-CPU emulator needs g++")]
 
 cuda_cpu = pytest.importorskip("cuda_cpu")
 DTYPES = [np.float32, np.float64]
+OTHER_CPU = next((b for b in AVAILABLE if b != "python"), "python")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -109,10 +111,158 @@ def test_value_iteration_sparse(cupy, rng, dtype):
     np.testing.assert_array_equal(_host(res.policy), ref.policy)
 
 
-def test_policy_iteration_fixed_policy_sweeps(cupy, rng):
-    """Iterative policy evaluation runs the kernels' fixed-policy branch."""
-    P, R = _mdp(rng, 4, 29, False)
-    ref = pyml.policy_iteration(P, R, 0.9, backend="python")
-    res = pyml.policy_iteration(P, R, 0.9, evaluation="iterative", backend="cuda")
-    np.testing.assert_array_equal(_host(res.policy), ref.policy)
-    assert np.max(np.abs(_host(res.V) - ref.V)) <= 1e-6 * np.abs(ref.V).max()
+# ------------------------------------------------------------------------------------------ conv2d + pooling
+CONV_CASES = [  # (B, C, H, W, O, KH, KW, stride, padding, dilation, groups, bias)
+    (1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, False),
+    (2, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1, True),
+    (1, 4, 11, 6, 6, 3, 2, (2, 1), (0, 2), (1, 2), 2, True),
+    (3, 2, 13, 13, 5, 5, 5, 3, 2, 1, 1, False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_forward_backward(cupy, rng, dtype, case):
+    B, C, H, W, O, KH, KW, stride, padding, dilation, groups, has_bias = case
+    x = rng.standard_normal((B, C, H, W)).astype(dtype)
+    w = rng.standard_normal((O, C // groups, KH, KW)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype) if has_bias else None
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ref = _ref(pyml.conv2d, x, w, b, **kw)
+    naive = pyml.conv2d(x, w, b, backend="python", **kw)
+    y = pyml.conv2d(cupy.asarray(x), cupy.asarray(w), None if b is None else cupy.asarray(b), backend="cuda", **kw)
+    assert pyml._backend.is_cupy(y)
+    assert_close(y, ref, naive, dtype, "conv2d forward")
+    gy = rng.standard_normal(ref.shape).astype(dtype)
+    refs = _ref(pyml.conv2d_backward, gy, x, w, **kw)
+    naives = pyml.conv2d_backward(gy, x, w, backend="python", **kw)
+    outs = pyml.conv2d_backward(cupy.asarray(gy), cupy.asarray(x), cupy.asarray(w), backend="cuda", **kw)
+    for what, o, r, nv in zip(("grad input", "grad weight", "grad bias"), outs, refs, naives):
+        assert_close(o, r, nv, dtype, f"conv2d {what}")
+
+
+POOL_CASES = [  # (B, C, H, W, kernel, stride, padding)
+    (1, 1, 1, 1, 1, 1, 0), (2, 3, 7, 9, 3, 2, 1), (1, 2, 13, 6, (3, 2), (1, 2), (1, 0)), (2, 1, 8, 8, 2, 2, 0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_pooling_forward_backward(cupy, rng, dtype, case):
+    B, C, H, W, k, s, p = case
+    x = rng.standard_normal((B, C, H, W)).astype(dtype)
+    x.reshape(-1)[::5] = x.reshape(-1)[0]  # ties: the first in window order must win
+    xd = cupy.asarray(x)
+    z_ref, i_ref = pyml.max_pool2d(x, k, s, p, backend="python")
+    z, idx = pyml.max_pool2d(xd, k, s, p, backend="cuda")
+    np.testing.assert_array_equal(_host(z), z_ref)
+    np.testing.assert_array_equal(_host(idx), i_ref)
+    gz = rng.standard_normal(z_ref.shape).astype(dtype)
+    dx_ref = pyml.max_pool2d_backward(gz.astype(np.float64), i_ref, x.shape, backend="python")
+    dx = pyml.max_pool2d_backward(cupy.asarray(gz), idx, x.shape, backend="cuda")
+    assert_close(dx, dx_ref, pyml.max_pool2d_backward(gz, i_ref, x.shape, backend="python"), dtype, "max pool grad")
+    a_ref = _ref(pyml.avg_pool2d, x, k, s, p)
+    a = pyml.avg_pool2d(xd, k, s, p, backend="cuda")
+    assert_close(a, a_ref, pyml.avg_pool2d(x, k, s, p, backend="python"), dtype, "avg pool")
+    da_ref = pyml.avg_pool2d_backward(gz.astype(np.float64), x.shape, k, s, p, backend="python")
+    da = pyml.avg_pool2d_backward(cupy.asarray(gz), x.shape, k, s, p, backend="cuda")
+    assert_close(da, da_ref, pyml.avg_pool2d_backward(gz, x.shape, k, s, p, backend="python"), dtype, "avg pool grad")
+
+
+# ------------------------------------------------------------------------------------------ attention
+ATT_CASES = [  # (B, H, Nq, Nk, D, Dv, causal, mask): every head-dim bucket (64, 128, 256)
+    (1, 1, 1, 1, 1, 1, False, None),
+    (2, 3, 37, 37, 16, 16, True, None),
+    (1, 2, 19, 45, 72, 40, False, "bool"),
+    (1, 1, 70, 33, 130, 7, True, "float"),
+]
+
+
+def _att_inputs(rng, case, dtype):
+    B, H, Nq, Nk, D, Dv, causal, mask = case
+    q, k = rng.standard_normal((B, H, Nq, D)), rng.standard_normal((B, H, Nk, D))
+    v = rng.standard_normal((B, H, Nk, Dv))
+    m = None
+    if mask == "bool":
+        m = rng.random((1, H, Nq, Nk)) < 0.8
+        m[..., 0] = True
+    elif mask == "float":
+        m = rng.standard_normal((Nq, Nk))
+    return [a.astype(dtype) for a in (q, k, v)], m, causal
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ATT_CASES)
+def test_attention_forward_backward(cupy, rng, dtype, case):
+    (q, k, v), m, causal = _att_inputs(rng, case, dtype)
+    out_ref, lse_ref = _ref(pyml.attention, q, k, v, m, causal, return_lse=True)
+    dout = rng.standard_normal(out_ref.shape).astype(dtype)
+    naive, lse_naive, naives = attention_naive(q, k, v, dout, m, causal)
+    dev = [cupy.asarray(a) for a in (q, k, v)]
+    md = None if m is None else cupy.asarray(m)
+    out, lse = pyml.attention(*dev, md, causal, return_lse=True, backend="cuda")
+    assert pyml._backend.is_cupy(out)
+    assert_close(out, out_ref, naive, dtype, "attention out")
+    assert_close(lse, lse_ref, lse_naive, dtype, "attention lse")
+    refs = pyml.attention_backward(dout.astype(np.float64), *(a.astype(np.float64) for a in (q, k, v)), out_ref,
+                                   lse_ref, m, causal, backend="python")
+    grads = pyml.attention_backward(cupy.asarray(dout), *dev, out, lse, md, causal, backend="cuda")
+    for what, g, r, nv in zip(("dq", "dk", "dv"), grads, refs, naives):
+        assert_close(g, r, nv, dtype, f"attention {what}")
+
+
+def _half_dtypes():
+    out = [np.float16]
+    try:
+        import ml_dtypes
+
+        out.append(ml_dtypes.bfloat16)
+    except ImportError:
+        pass
+    return out
+
+
+@pytest.mark.parametrize("half", _half_dtypes(), ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize("case", ATT_CASES[1:3])
+def test_attention_16_bit(rng, half, case):
+    """float16 / bfloat16 kernels (host arrays: CuPy has no bfloat16 dtype), float32 accumulation."""
+    (q, k, v), m, causal = _att_inputs(rng, case, np.float64)
+    qh, kh, vh = (a.astype(half) for a in (q, k, v))
+    q32, k32, v32 = (a.astype(np.float32) for a in (qh, kh, vh))  # what the kernel sees, exactly
+    out_ref, lse_ref = pyml.attention(*(a.astype(np.float64) for a in (q32, k32, v32)), m, causal,
+                                      return_lse=True, backend="python")
+    out, lse = pyml.attention(qh, kh, vh, m, causal, return_lse=True, backend="cuda")
+    assert np.dtype(out.dtype) == np.dtype(half)
+    # one rounding of the output to the 16-bit type plus float32 accumulation
+    eps = float(np.finfo(np.float16).eps) if half == np.float16 else 2.0**-7
+    np.testing.assert_allclose(out.astype(np.float64), out_ref, atol=2 * eps * max(1, np.abs(out_ref).max()))
+    np.testing.assert_allclose(lse, lse_ref, atol=1e-4 * max(1, np.abs(lse_ref).max()))
+    dout = rng.standard_normal(out_ref.shape).astype(half)
+    refs = pyml.attention_backward(dout.astype(np.float64), *(a.astype(np.float64) for a in (q32, k32, v32)),
+                                   out.astype(np.float64), lse.astype(np.float64), m, causal, backend="python")
+    grads = pyml.attention_backward(dout, qh, kh, vh, out, lse, m, causal, backend="cuda")
+    for what, g, r in zip(("dq", "dk", "dv"), grads, refs):
+        np.testing.assert_allclose(g.astype(np.float64), r, atol=8 * eps * max(1, np.abs(r).max()), err_msg=what)
+
+
+# ------------------------------------------------------------------------------------------ ALS
+def _ratings(rng, n_users=23, n_items=17, density=0.3):
+    R = sp.random(n_users, n_items, density=density, random_state=np.random.RandomState(5), format="csr")
+    R.data = rng.integers(1, 6, R.nnz).astype(np.float64)
+    return R
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("implicit,exact,factors", [(False, False, 5), (True, False, 7), (True, True, 33)])
+def test_als_half_steps(cupy, rng, dtype, implicit, exact, factors):
+    R = _ratings(rng)
+    kw = dict(factors=factors, regularization=0.1, iterations=2, implicit=implicit, alpha=2.0, exact=exact,
+              dtype=dtype, random_state=0, show_progress=False)
+    ref = pyml.ALS(backend="python", **{**kw, "dtype": np.float64}).fit(R)
+    # float64: a compiled CPU backend (another summation order) measures the rounding allowed
+    naive = pyml.ALS(backend="python" if dtype == np.float32 else OTHER_CPU, **kw).fit(R)
+    m = pyml.ALS(backend="cuda", **kw).fit(R)
+    for what in ("user_factors", "item_factors"):
+        out = _host(getattr(m, what))
+        assert out.dtype == dtype
+        assert_close(out, getattr(ref, what), getattr(naive, what), dtype, f"ALS {what}")

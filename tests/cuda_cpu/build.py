@@ -41,7 +41,7 @@ def sanitize() -> str:
 
 def flags() -> list[str]:
     out = ["-std=c++17", "-O1", "-fPIC", "-shared", "-fvisibility=hidden", "-Wno-unknown-pragmas",
-           "-Wno-attributes", f"-I{HERE}", f"-I{HERE / 'include'}", "-include", "cuda_cpu.hpp"]
+           "-Wno-attributes", "-fno-extern-tls-init", f"-I{HERE}", f"-I{HERE / 'include'}", "-include", "cuda_cpu.hpp"]
     if sanitize():
         out += [f"-fsanitize={sanitize()}", "-fno-omit-frame-pointer", "-g"]
     return out

@@ -158,11 +158,7 @@ inline bool run_block(Block& b, const LaunchConfig& c, std::mt19937_64& rng, cha
 #ifdef __SANITIZE_ADDRESS__
         ASAN_UNPOISON_MEMORY_REGION(f.stack, kStack);
 #endif
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack;
-        f.ctx.uc_stack.ss_size = kStack;
-        f.ctx.uc_link = &b.sched;
-        makecontext(&f.ctx, fiber_main, 0);
+        ctx_init(&f.ctx, f.stack, kStack, fiber_main);
     }
     smem_prepare(c.shared_mem);
     std::vector<long long> order;

@@ -1,4 +1,4 @@
-// The threads of one block as fibers (ucontext) on one OS thread: __syncthreads() parks a fiber until every
+// The threads of one block as fibers on one OS thread (a six-register stack switch on x86-64, ucontext elsewhere): __syncthreads() parks a fiber until every
 // live thread of the block has arrived; warp collectives park it until every lane of the mask has arrived.
 // Each pass over the ready fibers runs them in forward, reverse or random order, so a block whose result
 // depends on an unpromised order of its threads gives different answers in different launches.
@@ -24,8 +24,73 @@ namespace cuda_cpu {
 enum class St : int { ready, at_barrier, at_warp, done };
 enum Order : int { FORWARD = 0, REVERSE = 1, RANDOM = 2 };
 
+// ------------------------------------------------------------------------------------------- contexts
+// swapcontext makes a system call per switch (it saves the signal mask); a block of 256 threads with a few
+// shuffles per row switches millions of times per test, so on x86-64 the switch is six pushes and a stack
+// swap. AddressSanitizer builds keep ucontext, which ASan knows about.
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define CUDA_CPU_FAST_SWITCH 1
+struct Ctx {
+    void* sp;
+};
+extern "C" void cuda_cpu_switch(void** save_sp, void* new_sp);
+asm(R"(
+    .text
+    .p2align 4
+    .type cuda_cpu_switch,@function
+cuda_cpu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size cuda_cpu_switch, .-cuda_cpu_switch
+)");
+inline void ctx_switch(Ctx* from, Ctx* to) { cuda_cpu_switch(&from->sp, to->sp); }
+inline void ctx_init(Ctx* c, char* stack, size_t size, void (*entry)()) {
+    // the frame cuda_cpu_switch pops: mxcsr|fpu cw, r15..rbp, then `ret` into entry with rsp = 16n + 8
+    uint64_t* top = (uint64_t*)(((uintptr_t)(stack + size)) & ~(uintptr_t)15);
+    top[-1] = 0;                   // entry's (never used) return address
+    top[-2] = (uint64_t)entry;
+    for (int r = 3; r <= 8; ++r) top[-r] = 0;
+    uint32_t csr[2];
+    asm volatile("stmxcsr %0" : "=m"(csr[0]));
+    asm volatile("fnstcw %0" : "=m"(csr[1]));
+    memcpy(&top[-9], csr, 8);
+    c->sp = &top[-9];
+}
+#else
+struct Ctx {
+    ucontext_t uc;
+};
+inline void ctx_switch(Ctx* from, Ctx* to) { swapcontext(&from->uc, &to->uc); }
+inline void ctx_init(Ctx* c, char* stack, size_t size, void (*entry)()) {
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = stack;
+    c->uc.uc_stack.ss_size = size;
+    c->uc.uc_link = nullptr;  // fiber_main never returns
+    makecontext(&c->uc, entry, 0);
+}
+#endif
+
 struct Fiber {
-    ucontext_t ctx;
+    Ctx ctx;
     uint3 idx;
     int tid, lane, warp;
     St state;
@@ -48,7 +113,7 @@ struct Block {
     std::vector<Fiber> fibers;
     std::vector<Warp> warps;
     int live = 0, at_barrier = 0;
-    ucontext_t sched;
+    Ctx sched;
     const std::function<void()>* body = nullptr;
     bool failed = false;
     char error[1024];
@@ -78,14 +143,14 @@ inline thread_local StackPool tl_stacks;
 
 // --------------------------------------------------------------------------------------------- switching
 #ifdef __SANITIZE_ADDRESS__
-inline void switch_to(ucontext_t* from, ucontext_t* to, const void* stack, size_t size) {
+inline void switch_to(Ctx* from, Ctx* to, const void* stack, size_t size) {
     void* fake = nullptr;
     __sanitizer_start_switch_fiber(&fake, stack, size);
-    swapcontext(from, to);
+    ctx_switch(from, to);
     __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 }
 #else
-inline void switch_to(ucontext_t* from, ucontext_t* to, const void*, size_t) { swapcontext(from, to); }
+inline void switch_to(Ctx* from, Ctx* to, const void*, size_t) { ctx_switch(from, to); }
 #endif
 
 inline thread_local const void* tl_main_stack = nullptr;
