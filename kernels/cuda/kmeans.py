@@ -28,9 +28,12 @@ def kmeans_assign(X, C):
     k = C.shape[0]
     labels = cp.empty(n, cp.int32)
     dist = cp.empty(n, X.dtype)
-    kernel("kmeans", "kmeans_assign", X.dtype)(
-        grid(n, _THREADS), (_THREADS,), (X, C, np.int64(n), np.int64(k), np.int64(d), labels, dist),
-        shared_mem=_TILE * d * X.dtype.itemsize)
+    kern = kernel("kmeans", "kmeans_assign", X.dtype)
+    smem = _TILE * d * X.dtype.itemsize
+    if smem > 48 * 1024:  # past the default per-block limit a launch must opt in (found by tests/cuda_cpu)
+        kern.max_dynamic_shared_size_bytes = smem
+    kern(grid(n, _THREADS), (_THREADS,), (X, C, np.int64(n), np.int64(k), np.int64(d), labels, dist),
+         shared_mem=smem)
     return (labels.get(), dist.get()) if host else (labels, dist)
 
 
