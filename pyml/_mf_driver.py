@@ -18,6 +18,8 @@ SGD_EPOCH = Kernel("mf", "mf_sgd_epoch", ("python", "numba", "cpp"))
 # the one read pass over a user's CSR matrix, and the item x user copy in the kernels' layout
 CSR_CHECK = Kernel("mf", "csr_check", ("python", "numba", "cpp"))
 CSR_TRANSPOSE = Kernel("mf", "csr_transpose", ("python", "numba", "cpp"))
+# top-K ranking metrics of pyml.evaluation (sums over the test users)
+RANKING_METRICS = Kernel("mf", "ranking_metrics", ("python", "numba"))
 
 INDEX_MAX = 2**31 - 1  # the kernels index users and items with int32 (entries with int64)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

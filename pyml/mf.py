@@ -19,15 +19,27 @@ from ._validation import check_dtype_arg, check_int, check_random_state, check_s
 __all__ = ["ALS", "mf_sgd"]
 
 
+def _available_memory() -> int | None:
+    """Bytes the kernel could still give this process (MemAvailable), else physical memory."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: let the allocator decide
+        return None
+
+
 def _check_memory(nbytes: int, what: str) -> None:
     """Fail before allocating what this machine cannot hold (instead of a 48 GiB malloc)."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: let the allocator decide
-        return
-    if nbytes > total:
-        raise ValueError(f"{what} needs {nbytes / 2**30:.1f} GiB of memory; this machine has "
-                         f"{total / 2**30:.1f} GiB")
+    avail = _available_memory()
+    if avail is not None and nbytes > avail:
+        raise ValueError(f"{what} needs {nbytes / 2**30:.1f} GiB of memory; "
+                         f"{avail / 2**30:.1f} GiB are available")
 
 
 class ALS(Recommender):

@@ -182,3 +182,54 @@ def csr_transpose(indptr, indices, data, n_cols):
             tidx[dst] = u
             tval[dst] = data[k]
     return tptr, tidx, tval
+
+
+@njit(cache=True)
+def _in_sorted(a, lo, end, x):
+    hi = end
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and a[lo] == x
+
+
+@njit(cache=True)
+def ranking_metrics(ids, users, test_indptr, test_indices, n_items):
+    # Sums over the test users of (hits, min(K, |test|), AP, nDCG, AUC) and the user count;
+    # test rows are sorted, so membership is a binary search.
+    K = ids.shape[1]
+    cg = np.empty(K)
+    for i in range(K):
+        cg[i] = 1.0 / np.log2(i + 2.0)
+    cg_sum = np.cumsum(cg)
+    out = np.zeros(6)
+    for q in range(users.shape[0]):
+        u = users[q]
+        lo, hi = test_indptr[u], test_indptr[u + 1]
+        n_pos = hi - lo
+        if n_pos == 0:
+            continue
+        n_neg = n_items - n_pos
+        out[1] += min(K, n_pos)
+        idcg = cg_sum[min(K, n_pos) - 1]
+        hit = 0.0
+        miss = 0.0
+        ap = 0.0
+        auc = 0.0
+        for i in range(K):
+            if ids[q, i] >= 0 and _in_sorted(test_indices, lo, hi, ids[q, i]):
+                out[0] += 1.0
+                hit += 1.0
+                ap += hit / (i + 1)
+                out[3] += cg[i] / idcg
+            else:
+                miss += 1.0
+                auc += hit
+        auc += ((hit + n_pos) / 2.0) * (n_neg - miss)
+        out[2] += ap / min(K, n_pos)
+        out[4] += auc / (n_pos * n_neg) if n_neg > 0 else 1.0
+        out[5] += 1.0
+    return out

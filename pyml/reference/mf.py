@@ -177,3 +177,34 @@ def csr_transpose(indptr, indices, data, n_cols):
             tidx.append(u)
             tval.append(v)
     return tptr, np.array(tidx, dtype=np.int32), np.array(tval, dtype=np.asarray(data).dtype)
+
+
+def ranking_metrics(ids, users, test_indptr, test_indices, n_items):
+    """Sums over the test users of the top-K metrics of implicit.evaluation: hits,
+    sum min(K, |T_u|), AP@K, nDCG@K (gain 1/log2(rank + 1) over the ideal), limited AUC, and the
+    number of users with test items. ``ids[q]`` ranks items for user ``users[q]`` (-1: none)."""
+    K = ids.shape[1]
+    cg = [1.0 / np.log2(i + 2) for i in range(K)]
+    out = [0.0] * 6
+    for q, u in enumerate(users):
+        test = set(int(i) for i in test_indices[test_indptr[u]:test_indptr[u + 1]])
+        if not test:
+            continue
+        n_pos, n_neg = len(test), n_items - len(test)
+        idcg = sum(cg[:min(K, n_pos)])
+        hit = miss = ap = auc = 0.0
+        for i in range(K):
+            if int(ids[q, i]) in test:
+                out[0] += 1
+                hit += 1
+                ap += hit / (i + 1)
+                out[3] += cg[i] / idcg
+            else:
+                miss += 1
+                auc += hit
+        auc += (hit + n_pos) / 2.0 * (n_neg - miss)
+        out[1] += min(K, n_pos)
+        out[2] += ap / min(K, n_pos)
+        out[4] += auc / (n_pos * n_neg) if n_neg > 0 else 1.0
+        out[5] += 1
+    return np.array(out)
