@@ -257,3 +257,20 @@ def test_cuda_fit_matches_cpu(implicit):
     assert isinstance(gpu.user_factors, np.ndarray)  # scipy (host) input -> host factors
     np.testing.assert_allclose(gpu.user_factors, cpu.user_factors, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(gpu.loss_, cpu.loss_, rtol=1e-9)
+
+
+def test_defaults_do_not_compute_the_loss():
+    """ALS() at its defaults records no training loss (as implicit's calculate_training_loss=False);
+    asked for, the loss after the last iteration is the reference objective."""
+    import inspect
+
+    assert inspect.signature(pyml.ALS).parameters["compute_loss"].default is False
+    R, _ = synthetic_ratings(40, 25, 300, rank=3, implicit=True, seed=6)
+    assert pyml.ALS(factors=4, iterations=2, random_state=0, show_progress=False).fit(R).loss_ == []
+    m = pyml.ALS(factors=4, iterations=2, random_state=0, show_progress=False,
+                 compute_loss=True).fit(R)
+    Rd = drv.CSRArrays(R, np.float32)
+    assert len(m.loss_) == 2
+    assert m.loss_[-1] == pytest.approx(ref.als_loss(Rd.indptr, Rd.indices, Rd.data, m.user_factors,
+                                                     m.item_factors, m.regularization, m.alpha, True),
+                                        rel=1e-4)
