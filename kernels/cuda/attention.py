@@ -119,12 +119,28 @@ def _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale):
     return B * H, Nq, Nk, D, Dv, acc, tail
 
 
-def attention_forward(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, out, lse):
+def _no_dropout(dropout_p) -> None:
+    if dropout_p:
+        raise ValueError(f"dropout_p={dropout_p}: the cuda attention kernels have no dropout; "
+                         "use a CPU backend (python, numba, cpp) or dropout_p=0")
+
+
+def _per_query_head(kd, H):
+    """k or v with one head per query head: grouped-query attention (Hk < H) repeats each
+    key/value head H/Hk times on the device, head h reading head h // (H/Hk) as the CPU kernels do."""
+    Hk = kd.shape[1]
+    return kd if Hk == H else cupy().repeat(kd, H // Hk, axis=1)
+
+
+def attention_forward(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, dropout_p, seed, out, lse):
     """out = softmax(q k^T * scale + mask) v and lse, written into ``out`` and ``lse``."""
+    _no_dropout(dropout_p)
+    H = q.shape[1]
     BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale)
     _bucket(D, Dv)  # the clear error before any copy to the device
     cp = cupy()
     qd, kd, vd = (_device(a) for a in (q, k, v))
+    kd, vd = _per_query_head(kd, H), _per_query_head(vd, H)
     md = cp.ascontiguousarray(cp.asarray(mask, dtype=acc))
     o, ls = _target(out), _target(lse)
     _launch("fwd", q.dtype, D, Dv, BH, Nq, (qd, kd, vd, md) + tail + (o, ls))
@@ -132,15 +148,20 @@ def attention_forward(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, out
     _finish(lse, ls)
 
 
-def attention_backward(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask, causal, scale, dq, dk, dv):
-    """(dq, dk, dv) of attention, written in place; P is recomputed from q, k and lse.
+def attention_backward(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask, causal, scale,
+                       dropout_p, seed, dq, dk, dv):
+    """(dq, dk, dv) of attention, written in place; P is recomputed from q, k and lse. dk and dv
+    are per query head (B, H, Nk, .), as from the CPU kernels; the driver sums each group.
 
     Two launches: dK/dV with one block per key tile, then dQ with one block per query tile
     (no atomics, deterministic)."""
+    _no_dropout(dropout_p)
+    H = q.shape[1]
     BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale)
     _bucket(D, Dv)
     cp = cupy()
     dod, qd, kd, vd = (_device(a) for a in (dout, q, k, v))
+    kd, vd = _per_query_head(kd, H), _per_query_head(vd, H)
     ld, dld, md = (cp.ascontiguousarray(cp.asarray(a, dtype=acc)) for a in (lse, delta, mask))
     gq, gk, gv = _target(dq), _target(dk), _target(dv)
     head = (dod, qd, kd, vd, ld, dld, md)
