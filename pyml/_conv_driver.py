@@ -80,6 +80,13 @@ def out_size(W: int, K: int, S: int, P: int, D: int) -> int:
     return (W + 2 * P - D * (K - 1) - 1) // S + 1
 
 
+def pool_out_size(W: int, K: int, S: int, P: int, D: int, ceil_mode: bool) -> int:
+    """Pooling output size as torch computes it: ceil_mode rounds up, but the last window must
+    start inside the input or its left padding."""
+    out = (W + 2 * P - D * (K - 1) - 1 + (S - 1 if ceil_mode else 0)) // S + 1
+    return out - 1 if ceil_mode and (out - 1) * S >= W + P else out
+
+
 def _geometry(x, w, stride, padding, dilation):
     KH, KW = w.shape[2:]
     OH = out_size(x.shape[2], KH, stride[0], padding[0], dilation[0])
@@ -183,14 +190,15 @@ def conv2d_backward(gy, x, w, stride, padding, dilation, groups, needs, backend,
     return (dx if need_dx else None), (dw if need_dw else None), db
 
 
-def max_pool2d(x, kernel, stride, padding, out_hw, backend):
-    """(z, indices) of max pooling; ``out_hw`` the output plane size from the API layer."""
+def max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, out_hw, backend):
+    """(z, indices) of max pooling; ``out_hw`` the output plane size from the API layer
+    (ceil_mode only changes that size, so the compiled kernels never see it)."""
     if backend == "python":
-        return MAX_POOL2D.get(backend)(x, kernel, stride, padding)
+        return MAX_POOL2D.get(backend)(x, kernel, stride, padding, dilation, ceil_mode)
     xp = array_module(x)
     z = xp.empty(x.shape[:2] + tuple(out_hw), dtype=x.dtype)
     idx = xp.empty(z.shape, dtype=np.int64)
-    MAX_POOL2D.get(backend)(x, z, idx, *kernel, *stride, *padding)
+    MAX_POOL2D.get(backend)(x, z, idx, *kernel, *stride, *padding, *dilation)
     return z, idx
 
 
@@ -202,17 +210,22 @@ def max_pool2d_backward(gz, idx, shape, backend):
     return dx
 
 
-def avg_pool2d(x, kernel, stride, padding, out_hw, backend):
+def avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor, out_hw, backend):
+    """Mean pooling; ``divisor`` 0 = no divisor_override (the kernels' encoding of None)."""
     if backend == "python":
-        return AVG_POOL2D.get(backend)(x, kernel, stride, padding)
+        return AVG_POOL2D.get(backend)(x, kernel, stride, padding, ceil_mode, count_include_pad,
+                                       divisor or None)
     z = array_module(x).empty(x.shape[:2] + tuple(out_hw), dtype=x.dtype)
-    AVG_POOL2D.get(backend)(x, z, *kernel, *stride, *padding)
+    AVG_POOL2D.get(backend)(x, z, *kernel, *stride, *padding, count_include_pad, divisor)
     return z
 
 
-def avg_pool2d_backward(gz, shape, kernel, stride, padding, backend):
+def avg_pool2d_backward(gz, shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor,
+                        backend):
     if backend == "python":
-        return AVG_POOL2D_BACKWARD.get(backend)(gz, shape, kernel, stride, padding)
+        return AVG_POOL2D_BACKWARD.get(backend)(gz, shape, kernel, stride, padding, ceil_mode,
+                                                count_include_pad, divisor or None)
     dx = array_module(gz).empty(shape, dtype=gz.dtype)
-    AVG_POOL2D_BACKWARD.get(backend)(gz, dx, *kernel, *stride, *padding)
+    AVG_POOL2D_BACKWARD.get(backend)(gz, dx, *kernel, *stride, *padding, count_include_pad,
+                                     divisor)
     return dx

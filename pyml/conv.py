@@ -21,9 +21,10 @@ def _pair(v, name: str, min_value: int) -> tuple[int, int]:
     if type(v) is int and v >= min_value:  # the common case, without the generic checks
         return v, v
     if isinstance(v, (tuple, list)):
-        if len(v) != 2:
+        if len(v) not in (1, 2):  # a 1-tuple applies to both axes, as torch's _pair does
             raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-        return tuple(check_int(a, name, min_value=min_value) for a in v)  # type: ignore[return-value]
+        a = tuple(check_int(e, name, min_value=min_value) for e in v)
+        return (a[0], a[0]) if len(a) == 1 else a  # type: ignore[return-value]
     a = check_int(v, name, min_value=min_value)
     return a, a
 
@@ -92,12 +93,16 @@ def _assert_finite(a, name: str) -> None:
 
 
 def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
-    """Validated (x, w, bias, stride, padding, dilation, groups, extra) for conv2d and its backward."""
+    """Validated (x as NCHW, w, bias, stride, padding, dilation, groups, extra, unbatched) for
+    conv2d and its backward; an unbatched (C, H, W) x becomes a batch of one (a view)."""
     if is_cupy(x) != is_cupy(w) or (bias is not None and is_cupy(bias) != is_cupy(x)):
         raise TypeError("x, w and bias must all be NumPy arrays or all CuPy arrays")
     xp = array_module(x)
-    x = check_array(x, "x", ndim=4, check_finite=False)
+    x = check_array(x, "x", ndim=(3, 4), check_finite=False)
     w = check_array(w, "w", ndim=4, check_finite=False)
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
     if check_finite:
         _assert_finite(x, "x")
         _assert_finite(w, "w")
@@ -126,7 +131,7 @@ def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
                              "pass an explicit padding or finite weights")
         x = xp.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
     _output_shape(x.shape[0], x.shape[2], x.shape[3], O, KH, KW, s, p, d)  # raises if no fit
-    return x, w, bias, s, p, d, groups, extra
+    return x, w, bias, s, p, d, groups, extra, unbatched
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
@@ -135,9 +140,10 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
 
     Parameters
     ----------
-    x : array (N, C, H, W);  w : array (O, C/groups, KH, KW);  bias : array (O,) or None
-    stride, dilation : int or (int, int), >= 1
-    padding : int, (int, int), "valid" or "same" (zero padding)
+    x : array (N, C, H, W), or unbatched (C, H, W);  w : array (O, C/groups, KH, KW)
+    bias : array (O,) or None
+    stride, dilation : int, (int,) or (int, int), >= 1
+    padding : int, (int,), (int, int), "valid" or "same" (zero padding)
     groups : int dividing C and O (groups=C is depthwise)
     backend : None (the configured default: config_context / set_backend / PYML_BACKEND),
         "auto", "python", "numba", "cpp" or "cuda" (CuPy arrays in and out)
@@ -146,7 +152,8 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
 
     Returns
     -------
-    y : array (N, O, H_out, W_out), W_out = floor((W + 2P - D(K-1) - 1)/S) + 1
+    y : array (N, O, H_out, W_out) ((O, H_out, W_out) for unbatched x),
+        W_out = floor((W + 2P - D(K-1) - 1)/S) + 1
 
     Examples
     --------
@@ -159,10 +166,11 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
     array([[-4., -4.],
            [-4., -4.]])
     """
-    x, w, bias, s, p, d, groups, _ = _prepare(x, w, bias, stride, padding, dilation, groups,
-                                              check_finite)
+    x, w, bias, s, p, d, groups, _, unbatched = _prepare(x, w, bias, stride, padding, dilation,
+                                                         groups, check_finite)
     b = drv.resolve(backend, "conv2d", x, w)
-    return drv.conv2d(x, w, bias, s, p, d, groups, b, finite=check_finite)
+    y = drv.conv2d(x, w, bias, s, p, d, groups, b, finite=check_finite)
+    return y[0] if unbatched else y
 
 
 def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int = 1,
@@ -186,19 +194,23 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int
     bad = [n for n in needs if n not in ("input", "weight", "bias")]
     if bad:
         raise ValueError(f"needs must be a subset of ('input', 'weight', 'bias'), got {needs!r}")
-    x, w, _, s, p, d, groups, extra = _prepare(x, w, None, stride, padding, dilation, groups,
-                                               check_finite)
+    x, w, _, s, p, d, groups, extra, unbatched = _prepare(x, w, None, stride, padding, dilation,
+                                                          groups, check_finite)
     shape = _output_shape(x.shape[0], x.shape[2], x.shape[3], w.shape[0], *w.shape[2:], s, p, d)
-    gy = check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype, check_finite=False)
+    gy = check_array(grad_out, "grad_out", ndim=3 if unbatched else 4, dtype=x.dtype,
+                     check_finite=False)
+    if unbatched:
+        gy = gy[None]
     if check_finite:
         _assert_finite(gy, "grad_out")
     if gy.shape != shape:
-        raise ValueError(f"grad_out must have the output shape {shape}, got {gy.shape}")
+        raise ValueError(f"grad_out must have the output shape {shape[1:] if unbatched else shape}, "
+                         f"got {gy.shape[1:] if unbatched else gy.shape}")
     b = drv.resolve(backend, "conv2d_backward", x, w, gy)
     gx, gw, gb = drv.conv2d_backward(gy, x, w, s, p, d, groups, needs, b, finite=check_finite)
     if gx is not None and extra != (0, 0):
         gx = array_module(gx).ascontiguousarray(gx[:, :, :gx.shape[2] - extra[0], :gx.shape[3] - extra[1]])
-    return gx, gw, gb
+    return (gx[0] if unbatched and gx is not None else gx), gw, gb
 
 
 __all__ = ["conv2d", "conv2d_backward", "conv_output_shape"]

@@ -165,7 +165,7 @@ def test_conv_output_shape():
     (dict(x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), stride=-2), ValueError, "stride must be >= 1"),
     (dict(x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), padding=-1), ValueError, "padding must be >= 0"),
     (dict(x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), padding="full"), ValueError, "padding must be"),
-    (dict(x=np.ones((1, 3, 3)), w=np.ones((1, 1, 2, 2))), ValueError, "4-dimensional"),
+    (dict(x=np.ones((3, 3)), w=np.ones((1, 1, 2, 2))), ValueError, "3 or 4-dimensional"),
     (dict(x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), bias=np.ones(2)), ValueError, "bias must have shape"),
     (dict(x=np.full((1, 1, 3, 3), np.nan), w=np.ones((1, 1, 2, 2))), ValueError, "NaN"),
     (dict(x=np.ones((1, 1, 3, 3)) * 1j, w=np.ones((1, 1, 2, 2))), TypeError, "complex"),
