@@ -153,8 +153,11 @@ class ALS(Recommender):
                       f"factors={f} for {n_users} users and {n_items} items ({dt})")
         rng = check_random_state(self.random_state)
         # small random start (as implicit does) so the first half-step is well conditioned
-        X = (rng.random((n_users, f), dtype=np.float32 if dt == np.float32 else np.float64) * 0.01).astype(dt, copy=False)
-        Y = (rng.random((n_items, f), dtype=np.float32 if dt == np.float32 else np.float64) * 0.01).astype(dt, copy=False)
+        # (drawn in float64 whatever the dtype: pyml.dask.ALS starts from the same factors)
+        X, Y = rng.random((n_users, f)), rng.random((n_items, f))
+        X *= 0.01
+        Y *= 0.01
+        X, Y = X.astype(dt, copy=False), Y.astype(dt, copy=False)
         X, Y, self.loss_ = drv.als_fit(backend, R, X, Y, reg=reg, alpha=alpha, iterations=it,
                                        cg_steps=cg, implicit=bool(self.implicit),
                                        exact=bool(self.exact), callback=callback,

@@ -177,6 +177,7 @@ def test_setup_copies_at_most_the_documented_arrays():
     budget = (nnz * 4            # values cast to float32
               + nnz * (4 + 4)     # the transpose: int32 indices + float32 values
               + (n_u + n_i + 2) * 8 * 2  # int64 indptrs (and the transpose's counters)
-              + 2 * factors + (1 << 18))  # factors and their random start; 256 KiB of slack
-    # measured 5.4 MB against a 6.0 MB budget: one more copy of the values (1.6 MB) would fail
+              + factors + 8 * (n_u + n_i) * f  # factors and their float64 random start
+              + (1 << 18))  # 256 KiB of slack
+    # one more copy of the values (1.6 MB) would not fit the budget
     assert peak <= budget, (peak, budget)
