@@ -58,22 +58,26 @@ def _torch_run(name, x, kw, grad):
     return _np(y), _np(idx), [_np(a) for a in grads], _np(g)
 
 
-def _pyml_run(name, x, kw, gy, backend):
-    """pyml's output, indices and gradients for the same sample (pyml returns indices always)."""
+def _pyml_run(name, x, kw, gy, backend, dev=lambda a: a):
+    """pyml's output, indices and gradients for the same sample (pyml returns indices always);
+    ``dev`` moves arrays to the device for backend="cuda" (results come back to the host)."""
+    host = pyml._backend.to_numpy
+    x, gy = dev(x), dev(gy)
     if name == "nn.functional.conv2d":
         w, b = _np(kw["weight"]), _np(kw.get("bias"))
+        w, b = dev(w), (None if b is None else dev(b))
         opts = {k: kw[k] for k in ("stride", "padding", "dilation", "groups") if k in kw}
         y = pyml.conv2d(x, w, b, **opts, backend=backend)
         needs = ("input", "weight") + (("bias",) if b is not None else ())
         gx, gw, gb = pyml.conv2d_backward(gy, x, w, **opts, needs=needs, backend=backend)
-        return y, None, [g for g in (gx, gw, gb) if g is not None]
+        return host(y), None, [host(g) for g in (gx, gw, gb) if g is not None]
     opts = {k: v for k, v in kw.items() if k != "return_indices"}
     if name == "nn.functional.max_pool2d":
         y, idx = pyml.max_pool2d(x, **opts, backend=backend)
-        return y, idx, [pyml.max_pool2d_backward(gy, idx, x.shape, backend=backend)]
+        return host(y), host(idx), [host(pyml.max_pool2d_backward(gy, idx, x.shape, backend=backend))]
     y = pyml.avg_pool2d(x, **opts, backend=backend)
     k = opts.pop("kernel_size")
-    return y, None, [pyml.avg_pool2d_backward(gy, x.shape, k, **opts, backend=backend)]
+    return host(y), None, [host(pyml.avg_pool2d_backward(gy, x.shape, k, **opts, backend=backend))]
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,14 +102,14 @@ def torch_results(name):
     return out
 
 
-def run_samples(name, backend):
+def run_samples(name, backend, dev=lambda a: a):
     """Counts (samples, translated, passed) and the failures of one op on one backend."""
     samples = torch_results(name)
     translated = passed = 0
     failures = []
     for n, (kw, x, (y32, idx32, g32, gy), (y64, _, g64, _)) in enumerate(samples):
         try:
-            y, idx, grads = _pyml_run(name, x, kw, gy, backend)
+            y, idx, grads = _pyml_run(name, x, kw, gy, backend, dev)
         except (ValueError, TypeError) as exc:  # torch accepted it: an untranslated sample
             failures.append(f"sample {n} {kw}: not translated ({exc})")
             continue
@@ -132,5 +136,30 @@ def test_opinfo_samples_equal_torch(name, backend):
     total, translated, passed, failures = run_samples(name, backend)
     print(f"{name} [{backend}]: samples {total}, translated {translated}, pass {passed}")
     assert total > 0
+    assert not failures, "\n".join(failures[:10])
+    assert translated == passed == total
+
+
+@pytest.mark.cuda_cpu
+@pytest.mark.parametrize("name", list(SIGNATURES))
+def test_opinfo_samples_equal_torch_on_emulated_cuda(name):
+    """The CUDA kernels (kernels/cuda/conv.cu through their CuPy glue) on the same samples,
+    executed by the CUDA-on-CPU emulator of tests/cuda_cpu (see test_cuda_cpu.py)."""
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("the CUDA-on-CPU emulator needs g++")
+    cuda_cpu = pytest.importorskip("cuda_cpu")
+    if name not in OPS:
+        pytest.skip(f"this torch has no OpInfo for {name}")
+    cuda_cpu.install()
+    try:
+        cuda_cpu.set_schedule("cycle")
+        import cupy
+
+        total, translated, passed, failures = run_samples(name, "cuda", cupy.asarray)
+    finally:
+        cuda_cpu.uninstall()
+    print(f"{name} [cuda, emulated]: samples {total}, translated {translated}, pass {passed}")
     assert not failures, "\n".join(failures[:10])
     assert translated == passed == total
