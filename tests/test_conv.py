@@ -393,3 +393,55 @@ def test_same_padding_explicit_row_refuses_non_finite_weights():
 def test_clear_errors_name_the_argument(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
+
+
+@pytest.mark.parametrize("layout, copies", [("nchw", 0), ("nhwc view", 1), ("float64", 0)])
+def test_setup_copies_at_most_the_documented_number(layout, copies, rng):
+    """The default call copies x only when its layout or dtype truly differs: traced NumPy
+    allocations above the output stay below (copies + 1/10) input sizes (the finiteness check
+    allocates nothing of the input's size: a NaN mask would already be 1/4 of float32 x)."""
+    import tracemalloc
+
+    if pyml.backends()["cpp"] is not None:
+        pytest.skip("the default CPU backend here is not cpp")
+    dt = np.float64 if layout == "float64" else np.float32
+    x = rng.standard_normal((8, 16, 40, 40)).astype(dt)
+    if layout == "nhwc view":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    w, b = rng.standard_normal((16, 16, 3, 3)).astype(dt), np.zeros(16, dt)
+    y = pyml.conv2d(x, w, b, padding=1)  # warm: caches and compiled paths outside the trace
+    tracemalloc.start()
+    try:
+        y = pyml.conv2d(x, w, b, padding=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - y.nbytes <= (copies + 0.1) * x.nbytes, (peak, y.nbytes, x.nbytes)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_four_threads_equal_sequential(backend, rng):
+    """Every backend is safe to call from several Python threads (Dask workers do): four
+    threads at once give the sequential results (grad-weight up to reduction order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    small = backend == "python"
+    x = rng.standard_normal((2, 3, 6, 6) if small else (4, 16, 24, 24))
+    w = rng.standard_normal((4, 3, 3, 3) if small else (16, 16, 3, 3))
+
+    def work(k):
+        y = pyml.conv2d(x + k, w, None, 1 + k % 2, 1, backend=backend)
+        g = pyml.conv2d_backward(np.ones_like(y), x + k, w, 1 + k % 2, 1, backend=backend)
+        z, idx = pyml.max_pool2d(x + k, 3, 2, 1, backend=backend)
+        return y, g, z, idx, pyml.avg_pool2d(x + k, 2, backend=backend)
+
+    want = [work(k) for k in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(work, range(4)))
+    for (y, g, z, idx, a), (y0, g0, z0, idx0, a0) in zip(got, want):
+        np.testing.assert_array_equal(y, y0)
+        np.testing.assert_array_equal(g[0], g0[0])
+        np.testing.assert_allclose(g[1], g0[1], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(z, z0)
+        np.testing.assert_array_equal(idx, idx0)
+        np.testing.assert_array_equal(a, a0)
