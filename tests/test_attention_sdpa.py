@@ -28,25 +28,32 @@ def _dropout_z(B, H, Nq, Nk, p, seed):
     return Z
 
 
-def _vectorised(q, k, v, do, causal, Z):
-    """NumPy attention and its gradients in the inputs' dtype: the "naive" of the tolerance
-    rule for float64 (an independent summation order; the loop reference is R64 itself)."""
+def _vectorised(q, k, v, do, causal, Z, mask=None):
+    """NumPy attention and its gradients in the inputs' dtype, flash-style: the backward
+    recomputes P = exp(S - lse) from the lse stored in that dtype (Dao et al. 2022). The
+    "naive" of the tolerance rule for float64 (an independent summation order; the loop
+    reference is R64 itself) and for torch's samples in float32, whose large logits make the
+    stored lse's rounding (eps * |lse| relative in P) the dominant error of any flash kernel."""
     S = np.einsum("bhid,bhjd->bhij", q, k) / np.sqrt(q.shape[-1]).astype(q.dtype)
+    if mask is not None:
+        S = S + (np.where(mask, 0, -np.inf) if mask.dtype == bool else mask).astype(q.dtype)
     if causal:
         S = np.where(np.tril(np.ones(S.shape[-2:], bool)), S, -np.inf)
-    E = np.exp(S - S.max(-1, keepdims=True))
+    m = S.max(-1, keepdims=True)
+    E = np.exp(S - m)
     P = E / E.sum(-1, keepdims=True)
-    lse = np.log(E.sum(-1)) + S.max(-1)
+    lse = (np.log(E.sum(-1)) + m[..., 0]).astype(q.dtype)
     out = (P * Z) @ v
     if do is None:
         return out, lse, None
+    P = np.exp(S - lse[..., None])
     dP = (do @ np.swapaxes(v, -1, -2)) * Z
-    dS = P * (dP - (dP * P).sum(-1, keepdims=True))
+    dS = P * (dP - (do * out).sum(-1, keepdims=True))
     sc = 1 / np.sqrt(q.shape[-1])
     return out, lse, (sc * dS @ k, sc * np.swapaxes(dS, -1, -2) @ q, np.swapaxes(P * Z, -1, -2) @ do)
 
 
-def _oracle(q, k, v, causal=False, dropout_p=0.0, seed=0, do=None, vectorised=False):
+def _oracle(q, k, v, causal=False, dropout_p=0.0, seed=0, do=None, vectorised=False, mask=None):
     """Reference forward (and backward) of torch-shaped inputs: pad to 4-d, broadcast the
     batch/head dimensions, repeat k/v heads for GQA; gradients summed back to each shape."""
     pad = [a.reshape((1,) * (4 - a.ndim) + a.shape) for a in (q, k, v)]
@@ -59,10 +66,10 @@ def _oracle(q, k, v, causal=False, dropout_p=0.0, seed=0, do=None, vectorised=Fa
     d4 = None if do is None else do.reshape((B, H, q4.shape[2], v4.shape[3]))
     if vectorised:
         Z = _dropout_z(B, H, q4.shape[2], k4.shape[2], dropout_p, seed)
-        out, lse, grads = _vectorised(q4, k4, v4, d4, causal, Z)
+        out, lse, grads = _vectorised(q4, k4, v4, d4, causal, Z, mask)
     else:
-        out, lse = ref.attention_forward(q4, k4, v4, None, causal, None, dropout_p, seed)
-        grads = None if do is None else ref.attention_backward(d4, q4, k4, v4, None, causal, None,
+        out, lse = ref.attention_forward(q4, k4, v4, mask, causal, None, dropout_p, seed)
+        grads = None if do is None else ref.attention_backward(d4, q4, k4, v4, mask, causal, None,
                                                                dropout_p, seed)
     nd = max(a.ndim for a in (q, k, v))
     shape = lambda x: x.reshape(x.shape[4 - nd:])  # noqa: E731
@@ -187,3 +194,92 @@ def test_dropout_arguments(rng):
     out, lse = pyml.attention(q, q, q, return_lse=True, dropout_p=0.5)   # fresh entropy: fine
     with pytest.raises(ValueError, match="seed"):
         pyml.attention_backward(out, q, q, q, out, lse, dropout_p=0.5)
+
+
+# ------------------------------------------------------------------ torch's own OpInfo samples
+_TRANSLATE = {"is_causal": "causal", "attn_mask": "mask", "scale": "scale", "enable_gqa": "enable_gqa",
+              "dropout_p": "dropout_p"}
+
+
+def _opinfo_samples():
+    """(id, q, k, v, kwargs) of torch's OpInfo samples for scaled_dot_product_attention, in
+    float64 rounded to float32 values (so the float64 results are the exact reference of the
+    float32 inputs too), or an empty list without torch."""
+    try:
+        import expecttest  # noqa: F401  (common_methods_invocations needs it)
+        import torch
+        from torch.testing._internal.common_methods_invocations import op_db
+    except Exception:
+        return []
+    torch.manual_seed(0)
+    (op,) = [o for o in op_db if o.name == "nn.functional.scaled_dot_product_attention"]
+    out = []
+    for n, s in enumerate(op.sample_inputs("cpu", torch.float64, requires_grad=False)):
+        f32 = lambda t: t.detach().numpy().astype(np.float32).astype(np.float64)  # noqa: E731
+        kw = {key: (f32(val) if isinstance(val, torch.Tensor) else val) for key, val in s.kwargs.items()}
+        out.append((f"sample{n}", f32(s.input), *(f32(a) for a in s.args), kw))
+    return out
+
+
+SAMPLES = _opinfo_samples()
+
+
+def translate(kwargs):
+    """torch's SDPA keyword arguments -> pyml.attention's, or raise KeyError for one pyml lacks.
+    Samples with dropout_p > 0 are compared at dropout_p = 0: random masks cannot match."""
+    out = {}
+    for key, val in kwargs.items():
+        out[_TRANSLATE[key]] = val
+    out["dropout_p"] = 0.0
+    return out
+
+
+def _torch(q, k, v, do, dtype, kw):
+    import torch
+
+    t = [torch.tensor(a.astype(dtype), requires_grad=True) for a in (q, k, v)]
+    tkw = {key: (torch.tensor(val.astype(dtype)) if isinstance(val, np.ndarray) and val.dtype != bool
+                 else torch.tensor(val) if isinstance(val, np.ndarray) else val) for key, val in kw.items()}
+    tkw["dropout_p"] = 0.0
+    out = torch.nn.functional.scaled_dot_product_attention(*t, **tkw)
+    out.backward(torch.tensor(do.astype(dtype)))
+    return out.detach().numpy(), [a.grad.numpy() for a in t]
+
+
+@pytest.mark.skipif(not SAMPLES, reason="needs torch and expecttest (pip install expecttest)")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s[0] for s in SAMPLES])
+def test_torch_opinfo_samples(backend, sample, rng):
+    """pyml equals torch on every OpInfo sample: outputs and the gradients of q, k, v (torch
+    also differentiates a float attn_mask; pyml's mask is a constant, so that one is not
+    compared). float32 within the tolerance rule (R64 = torch float64 of the same values,
+    naive = flash-style NumPy in float32); float64 to 1e-10."""
+    _, q, k, v, kw = sample
+    pkw = translate(kw)
+    do = rng.standard_normal(_shape_of(q, k, v))
+    o64, g64 = _torch(q, k, v, do, np.float64, kw)
+    for dtype in (np.float32, np.float64):
+        args = [a.astype(dtype) for a in (q, k, v)]
+        mk = dict(pkw)
+        if isinstance(mk.get("mask"), np.ndarray) and mk["mask"].dtype != bool:
+            mk["mask"] = mk["mask"].astype(dtype)
+        out, lse = pyml.attention(*args, return_lse=True, backend=backend, **mk)
+        grads = pyml.attention_backward(do.astype(dtype), *args, out, lse, backend=backend, **mk)
+        if dtype == np.float32:
+            # naive: flash-style NumPy in float32 (see _vectorised), torch's shapes via _oracle
+            _, _, gn = _oracle(*args, mk.get("causal", False), do=do.astype(dtype), vectorised=True,
+                               mask=mk.get("mask"))
+            on = _oracle(*args, mk.get("causal", False), vectorised=True, mask=mk.get("mask"))[0]
+            assert_close(out, o64, on, dtype, "out")
+            for name, a, r, n in zip(("dq", "dk", "dv"), grads, g64, gn):
+                assert_close(a, r, n, dtype, name)
+        else:
+            np.testing.assert_allclose(out, o64, rtol=1e-10, atol=1e-12)
+            for a, r in zip(grads, g64):
+                np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-12)
+
+
+def _shape_of(q, k, v):
+    nd = max(a.ndim for a in (q, k, v))
+    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    return batch[-(nd - 2):] + (q.shape[-2], v.shape[-1])
