@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <omp.h>
+#include <time.h>
 
 #include "mdp_check.hpp"
 #include "mdp_td.hpp"
@@ -104,35 +105,66 @@ inline void backup(int64_t s, int64_t A, const double* R, double gamma, const in
 // back at most one chunk while the others take the rest.
 inline int64_t chunk_of(int64_t n, int nt) { return std::max<int64_t>(16, n / (8 * int64_t(nt))); }
 
+inline double thread_cpu_seconds() {
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 // Jacobi sweeps until the sup-norm change is below tol (or max_iter sweeps), all inside one
 // parallel region: `sweep(cur, nxt)` holds orphaned `omp for nowait` loops and returns its
 // thread's largest change; one thread combines them and swaps the buffers. The result ends
 // in V; res[it] is the change of sweep it.
+//
+// Under CPU contention a barrier waits for a descheduled thread for up to a scheduler slice,
+// which can make a parallel sweep slower than a serial one (issue: a solve 1000x slower with
+// one busy process beside it). So each parallel sweep's wall time is compared with the CPU
+// time its threads spent working: when two sweeps in a row (or one by far) took longer than
+// that work would take on one thread, the remaining sweeps run serially, outside any
+// parallel region.
 template <class Sweep>
 int64_t jacobi(int nt, int64_t S, int64_t max_iter, double tol, double* res, double* V,
                double* scratch, Sweep sweep) {
-    std::vector<double> part(static_cast<size_t>(nt), 0.0);
+    std::vector<double> part(static_cast<size_t>(nt), 0.0), busy(static_cast<size_t>(nt), 0.0);
     double* cur = V;
     double* nxt = scratch;
     int64_t n = 0;
     bool stop = max_iter <= 0;
+    auto finish_sweep = [&](double delta) {
+        res[n] = delta;
+        ++n;
+        stop = delta < tol || n >= max_iter;
+        std::swap(cur, nxt);
+    };
+    if (nt > 1 && !stop) {
+        bool serial = false;
+        int slow = 0;
+        double last = omp_get_wtime();
 #pragma omp parallel num_threads(nt)
-    {
-        const int tid = omp_get_thread_num();
-        for (int64_t it = 0; !stop; ++it) {
-            part[tid] = sweep(static_cast<const double*>(cur), nxt);
+        {
+            const int tid = omp_get_thread_num();
+            while (!stop && !serial) {
+                const double t0 = thread_cpu_seconds();
+                part[tid] = sweep(static_cast<const double*>(cur), nxt);
+                busy[tid] = thread_cpu_seconds() - t0;
 #pragma omp barrier
 #pragma omp single
-            {
-                double delta = 0.0;
-                for (int t = 0; t < omp_get_num_threads(); ++t) delta = std::max(delta, part[t]);
-                res[it] = delta;
-                n = it + 1;
-                stop = delta < tol || n >= max_iter;
-                std::swap(cur, nxt);
-            }  // the implicit barrier publishes cur, nxt and stop to every thread
+                {
+                    double delta = 0.0, work = 0.0;
+                    for (int t = 0; t < omp_get_num_threads(); ++t) {
+                        delta = std::max(delta, part[t]);
+                        work += busy[t];
+                    }
+                    finish_sweep(delta);
+                    const double now = omp_get_wtime(), wall = now - last;
+                    slow = wall > work ? slow + 1 : 0;
+                    serial = slow >= 2 || wall > 3.0 * work;  // a stall that long: do not wait for a second
+                    last = now;
+                }  // the implicit barrier publishes cur, nxt, stop and serial to every thread
+            }
         }
     }
+    while (!stop) finish_sweep(sweep(static_cast<const double*>(cur), nxt));  // orphaned omp for: serial here
     if (cur != V) std::copy(cur, cur + S, V);
     return n;
 }

@@ -61,8 +61,9 @@ py::tuple check_dense(py::array_t<T, py::array::c_style> P, double tol) {
     int64_t first = rows;
     {
         py::gil_scoped_release release;
-        const int nt = threads_for(static_cast<double>(rows) * S, DENSE_GRAIN);
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(min : first)
+        const int nt = threads_for(static_cast<double>(rows) * S, ONE_SHOT * DENSE_GRAIN);
+        // dynamic chunks: a thread descheduled on a busy machine holds back one chunk only
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 64) reduction(min : first)
         for (int64_t r = 0; r < rows; ++r) {
             if (r > first) continue;  // a bad row before this one is already known
             double sum;
@@ -85,8 +86,8 @@ py::tuple check_csr(py::array_t<I, py::array::c_style> indptr, py::array_t<I, py
     int64_t first = S;
     {
         py::gil_scoped_release release;
-        const int nt = threads_for(static_cast<double>(std::max<int64_t>(ip[S], 0)) + S, SPARSE_GRAIN);
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(min : first)
+        const int nt = threads_for(static_cast<double>(std::max<int64_t>(ip[S], 0)) + S, ONE_SHOT * SPARSE_GRAIN);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 4096) reduction(min : first)
         for (int64_t r = 0; r < S; ++r) {
             if (r > first) continue;
             const int64_t lo = ip[r], hi = ip[r + 1];

@@ -16,6 +16,9 @@ namespace mdp {
 // to 26.6 s with one busy process beside it).
 constexpr double DENSE_GRAIN = 262144.0;
 constexpr double SPARSE_GRAIN = 65536.0;
+// A one-pass check forks once and cannot fall back to serial halfway (the sweeps can, see
+// jacobi() in mdp.cpp), so it asks for more work per thread before it forks at all.
+constexpr double ONE_SHOT = 8.0;
 
 inline int threads_for(double work, double grain) {
     const int most = omp_get_max_threads();
