@@ -119,7 +119,9 @@ def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
         raise ValueError(f"channel mismatch: x has {C} channels, w expects {Cg} per group x "
                          f"{groups} groups = {Cg * groups} (w shape {w.shape})")
     if bias is not None:
-        bias = check_array(bias, "bias", ndim=1, dtype=dt, check_finite=check_finite)
+        bias = check_array(bias, "bias", ndim=1, dtype=dt, check_finite=False)
+        if check_finite:
+            _assert_finite(bias, "bias")
         if bias.shape != (O,):
             raise ValueError(f"bias must have shape ({O},), got {bias.shape}")
     s, d = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)

@@ -445,3 +445,19 @@ def test_four_threads_equal_sequential(backend, rng):
         np.testing.assert_array_equal(z, z0)
         np.testing.assert_array_equal(idx, idx0)
         np.testing.assert_array_equal(a, a0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finiteness_check_has_no_false_alarm_on_huge_values(dtype):
+    """The one-pass check (x.x finite) overflows on huge finite values; the exact scan then
+    accepts them, and a real NaN or inf is still named with its position."""
+    big = np.finfo(dtype).max / 4
+    x, w = np.full((1, 1, 4, 4), big, dtype), np.full((1, 1, 1, 1), 0.5, dtype)
+    np.testing.assert_array_equal(pyml.conv2d(x, w, backend="python"), x * dtype(0.5))
+    x[0, 0, 2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"x contains NaN or infinity \(first at index \(0, 0, 2, 1\)\)"):
+        pyml.conv2d(x, w)
+    with pytest.raises(ValueError, match="bias contains NaN"):
+        pyml.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)), np.array([np.nan]))
+    with pytest.raises(ValueError, match="grad_out contains NaN"):
+        pyml.conv2d_backward(np.full((1, 1, 2, 2), np.nan), np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))
