@@ -104,15 +104,18 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
-    """Max pooling layer (pyml.max_pool2d); remembers the argmax for backward."""
+    """Max pooling layer (pyml.max_pool2d, torch.nn.MaxPool2d's options); remembers the argmax
+    for backward."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
-        self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+                 backend: str | None = None):
+        self.kernel_size, self.backend = kernel_size, backend
+        self.opts = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
         self._shape = None
 
     def forward(self, x):
         self._shape = np.shape(x)
-        z, self._idx = max_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
+        z, self._idx = max_pool2d(x, self.kernel_size, **self.opts, backend=self.backend)
         return z
 
     def backward(self, grad_out):
@@ -121,20 +124,24 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(Module):
-    """Average pooling layer (pyml.avg_pool2d)."""
+    """Average pooling layer (pyml.avg_pool2d, torch.nn.AvgPool2d's options)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
-        self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None,
+                 backend: str | None = None):
+        self.kernel_size, self.backend = kernel_size, backend
+        self.opts = dict(stride=stride, padding=padding, ceil_mode=ceil_mode,
+                         count_include_pad=count_include_pad, divisor_override=divisor_override)
         self._shape = None
 
     def forward(self, x):
         self._shape = np.shape(x)
-        return avg_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
+        return avg_pool2d(x, self.kernel_size, **self.opts, backend=self.backend)
 
     def backward(self, grad_out):
         _forward_first(self, self._shape)
-        return avg_pool2d_backward(grad_out, self._shape, self.kernel_size, self.stride,
-                                   self.padding, backend=self.backend)
+        return avg_pool2d_backward(grad_out, self._shape, self.kernel_size, **self.opts,
+                                   backend=self.backend)
 
 
 class MultiHeadAttention(Module):

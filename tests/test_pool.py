@@ -173,3 +173,18 @@ def test_pool_backend_default_is_the_configured_one(name):
     with pyml.config_context(backend="cython"):
         with pytest.raises(pyml.BackendUnavailableError, match=f"{name} has no 'cython'"):
             getattr(pyml, name)(*args)
+
+
+def test_pool_layers_take_torch_options(rng):
+    """nn.MaxPool2d / nn.AvgPool2d forward their options (torch.nn's names) to the functions."""
+    x = rng.standard_normal((2, 3, 7, 9))
+    layer = pyml.nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True)
+    z = layer.forward(x)
+    np.testing.assert_array_equal(z, pyml.max_pool2d(x, 3, 2, 1, (1, 2), True)[0])
+    g = layer.backward(np.ones_like(z))
+    assert g.shape == x.shape and g.sum() == z.size
+    avg = pyml.nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)
+    a = avg.forward(x)
+    np.testing.assert_array_equal(a, pyml.avg_pool2d(x, 3, 2, 1, True, False))
+    np.testing.assert_array_equal(avg.backward(np.ones_like(a)),
+                                  pyml.avg_pool2d_backward(np.ones_like(a), x.shape, 3, 2, 1, True, False))
