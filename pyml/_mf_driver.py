@@ -18,6 +18,8 @@ SGD_EPOCH = Kernel("mf", "mf_sgd_epoch", ("python", "numba", "cpp"))
 # the one read pass over a user's CSR matrix, and the item x user copy in the kernels' layout
 CSR_CHECK = Kernel("mf", "csr_check", ("python", "numba", "cpp"))
 CSR_TRANSPOSE = Kernel("mf", "csr_transpose", ("python", "numba", "cpp"))
+# the gather part of the training loss (sum over the stored entries)
+LOSS_TERMS = Kernel("mf", "als_loss_terms", ("python", "numba", "cpp"))
 # top-K ranking metrics of pyml.evaluation (sums over the test users)
 RANKING_METRICS = Kernel("mf", "ranking_metrics", ("python", "numba"))
 
@@ -173,29 +175,35 @@ def solve_rows(backend: str, R: CSRArrays, Y, X, *, reg: float, alpha: float, cg
 
 
 def als_loss(R: CSRArrays, X, Y, reg: float, alpha: float, implicit: bool,
-             chunk: int = 1 << 18) -> float:
-    """The objective of pyml.reference.mf.als_loss, vectorised (float64 accumulation).
-
-    implicit: 1/2 [sum_u x_u^T YtY x_u + sum_Omega (c (p - s)^2 - s^2)] + 1/2 reg (|X|^2+|Y|^2)."""
+             backend: str | None = None, chunk: int = 1 << 18) -> float:
+    """The objective of pyml.reference.mf.als_loss (float64 accumulation) without visiting the
+    unobserved cells: implicit 1/2 [sum_u x_u^T YtY x_u + sum_Omega (c (p - s)^2 - s^2)],
+    explicit 1/2 sum_Omega (r - s)^2, plus 1/2 reg (|X|^2 + |Y|^2). On the host the stored-entry
+    sum is the compiled :data:`LOSS_TERMS` kernel (one pass, no gathered copies); on the device
+    it is CuPy gathers in chunks."""
     xp = array_module(X)
-    # row of every stored entry (searchsorted works for NumPy and CuPy alike)
-    rows = xp.searchsorted(R.indptr, xp.arange(R.data.shape[0], dtype=np.int64), side="right") - 1
-    total = 0.0
-    if implicit:
-        YtY = (Y.T @ Y).astype(np.float64)
-        X64 = X.astype(np.float64)
-        total += float(xp.sum((X64 @ YtY) * X64))
-    for s0 in range(0, int(R.data.shape[0]), chunk):
-        s1 = s0 + chunk
-        u, i, r = rows[s0:s1], R.indices[s0:s1], R.data[s0:s1].astype(np.float64)
-        s = xp.einsum("kf,kf->k", X[u], Y[i]).astype(np.float64)
-        if implicit:
-            c = 1.0 + alpha * r
-            p = (r > 0).astype(np.float64)
-            total += float(xp.sum(c * (p - s) ** 2 - s * s))
-        else:
-            total += float(xp.sum((r - s) ** 2))
-    norms = float(xp.sum(X.astype(np.float64) ** 2) + xp.sum(Y.astype(np.float64) ** 2))
+    # sum_u x_u^T YtY x_u = <XtX, YtY> and |X|^2 = trace(XtX): two f x f Gram matrices in
+    # float64 instead of an n x f product
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    XtX, YtY = X64.T @ X64, Y64.T @ Y64
+    total = float(xp.sum(XtX * YtY)) if implicit else 0.0
+    if xp is np:
+        fn = LOSS_TERMS.get(_host_backend(LOSS_TERMS, backend))
+        total += float(fn(R.indptr, R.indices, R.data, X, Y, float(alpha), bool(implicit)))
+    else:
+        # row of every stored entry (searchsorted works for NumPy and CuPy alike)
+        rows = xp.searchsorted(R.indptr, xp.arange(R.data.shape[0], dtype=np.int64), side="right") - 1
+        for s0 in range(0, int(R.data.shape[0]), chunk):
+            s1 = s0 + chunk
+            u, i, r = rows[s0:s1], R.indices[s0:s1], R.data[s0:s1].astype(np.float64)
+            s = xp.einsum("kf,kf->k", X[u], Y[i]).astype(np.float64)
+            if implicit:
+                c = 1.0 + alpha * r
+                p = (r > 0).astype(np.float64)
+                total += float(xp.sum(c * (p - s) ** 2 - s * s))
+            else:
+                total += float(xp.sum((r - s) ** 2))
+    norms = float(xp.trace(XtX) + xp.trace(YtY))
     return 0.5 * total + 0.5 * reg * norms
 
 
@@ -250,7 +258,7 @@ def _als_iterations(backend, Rui, Riu, X, Y, *, reg, alpha, iterations, cg_steps
                 "larger regularization")
         loss = None
         if compute_loss:
-            loss = als_loss(Rui, X, Y, reg, alpha, implicit)
+            loss = als_loss(Rui, X, Y, reg, alpha, implicit, backend)
             losses.append(loss)
         if bar is not None:
             bar.update(1)

@@ -274,3 +274,20 @@ def test_defaults_do_not_compute_the_loss():
     assert m.loss_[-1] == pytest.approx(ref.als_loss(Rd.indptr, Rd.indices, Rd.data, m.user_factors,
                                                      m.item_factors, m.regularization, m.alpha, True),
                                         rel=1e-4)
+
+
+@pytest.mark.parametrize("backend", backend_params(("python", "numba", "cpp")))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("implicit", [False, True])
+def test_loss_terms_kernel_matches_reference(backend, dtype, implicit, rng):
+    R = _ratings_with_edge_rows(rng, 9, 40)
+    if implicit:
+        R = abs(R)
+    Rd = drv.CSRArrays(R, dtype)
+    X = rng.standard_normal((9, 64)).astype(dtype)
+    Y = rng.standard_normal((40, 64)).astype(dtype)
+    want = ref.als_loss_terms(Rd.indptr, Rd.indices, Rd.data.astype(np.float64), X.astype(np.float64),
+                              Y.astype(np.float64), 2.0, implicit)
+    naive = ref.als_loss_terms(Rd.indptr, Rd.indices, Rd.data, X, Y, 2.0, implicit)
+    got = drv.LOSS_TERMS.get(backend)(Rd.indptr, Rd.indices, Rd.data, X, Y, 2.0, implicit)
+    assert_close(np.array([got]), np.array([want]), np.array([naive]), dtype, backend)

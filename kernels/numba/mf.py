@@ -233,3 +233,26 @@ def ranking_metrics(ids, users, test_indptr, test_indices, n_items):
         out[4] += auc / (n_pos * n_neg) if n_neg > 0 else 1.0
         out[5] += 1.0
     return out
+
+
+@njit(parallel=True, cache=True)
+def als_loss_terms(indptr, indices, data, X, Y, alpha, implicit):
+    # sum over stored entries of c (p - s)^2 - s^2 (implicit) or (r - s)^2, s = x_u.y_i (float64)
+    n, f = X.shape
+    total = 0.0
+    for u in prange(n):
+        acc = 0.0
+        for k in range(indptr[u], indptr[u + 1]):
+            i = indices[k]
+            s = X[u, 0] - X[u, 0]
+            for a in range(f):
+                s += X[u, a] * Y[i, a]
+            s64 = float(s)
+            r = float(data[k])
+            if implicit:
+                p = 1.0 if r > 0 else 0.0
+                acc += (1.0 + alpha * r) * (p - s64) ** 2 - s64 * s64
+            else:
+                acc += (r - s64) ** 2
+        total += acc
+    return total

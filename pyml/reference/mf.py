@@ -109,6 +109,23 @@ def als_loss(indptr, indices, data, X, Y, reg, alpha, implicit):
     return loss
 
 
+def als_loss_terms(indptr, indices, data, X, Y, alpha, implicit):
+    """The stored-entry part of :func:`als_loss` with the unobserved cells folded out:
+    sum_Omega c (p - s)^2 - s^2 (implicit; the rest is sum_u x_u^T Y^T Y x_u) or
+    sum_Omega (r - s)^2 (explicit), s = x_u.y_i."""
+    total = 0.0
+    for u in range(X.shape[0]):
+        for k in range(indptr[u], indptr[u + 1]):
+            i, r = indices[k], float(data[k])
+            s = float(sum(X[u, a] * Y[i, a] for a in range(X.shape[1])))
+            if implicit:
+                c, p = 1.0 + alpha * r, 1.0 if r > 0 else 0.0
+                total += c * (p - s) ** 2 - s * s
+            else:
+                total += (r - s) ** 2
+    return total
+
+
 def mf_sgd_epoch(rows, cols, vals, order, U, V, lr, reg, deterministic):
     """One SGD epoch over the observed entries in ``order`` (in place on U, V).
 
