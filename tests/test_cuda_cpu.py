@@ -81,6 +81,20 @@ def test_kmeans_fit_update(cupy, rng, dtype):
         np.testing.assert_array_equal(_host(km.labels_), ref.labels_)
 
 
+def test_concurrent_launches_from_threads(cupy, rng):
+    """Several host threads launching at once (as Dask workers do): each OS thread runs its own blocks with
+    its own shared memory, and the glue shares nothing mutable."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = [(rng.standard_normal((57 + i, 6)), rng.standard_normal((9, 6))) for i in range(8)]
+    want = [pyml.kmeans_assign(X, C, backend="python")[0] for X, C in data]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda xc: pyml.kmeans_assign(cupy.asarray(xc[0]), cupy.asarray(xc[1]), backend="cuda")[0],
+                          data))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(_host(g), w)
+
+
 # ------------------------------------------------------------------------------------------ value iteration
 def _mdp(rng, A, S, sparse):
     P = rng.random((A, S, S)) * (rng.random((A, S, S)) < (0.2 if sparse else 1.0))

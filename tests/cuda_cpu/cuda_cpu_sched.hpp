@@ -138,6 +138,10 @@ struct StackPool {
         }
         return stacks[i];
     }
+    ~StackPool() {  // at OS-thread exit
+        const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        for (char* s : stacks) munmap(s - page, kStack + page);
+    }
 };
 inline thread_local StackPool tl_stacks;
 

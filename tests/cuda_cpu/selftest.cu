@@ -24,16 +24,17 @@ __global__ void smem_overrun(float* y) {
     y[threadIdx.x] = buf[threadIdx.x];
 }
 
-// reads a neighbour's shared value without a barrier: the answer depends on the thread order
-__global__ void racy_neighbour(int* y) {
+// reads a neighbour's shared value without a barrier: the answer depends on the thread order (salt differs
+// per launch, so a value left in shared memory by an earlier launch is never the right one)
+__global__ void racy_neighbour(int* y, int salt) {
     __shared__ int s[256];
-    s[threadIdx.x] = (int)threadIdx.x + 1;
+    s[threadIdx.x] = (int)threadIdx.x + salt;
     y[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
 }
 
-__global__ void synced_neighbour(int* y) {
+__global__ void synced_neighbour(int* y, int salt) {
     __shared__ int s[256];
-    s[threadIdx.x] = (int)threadIdx.x + 1;
+    s[threadIdx.x] = (int)threadIdx.x + salt;
     __syncthreads();
     y[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
 }

@@ -104,19 +104,21 @@ def test_asan_reports_oob(call, report):
 
 # ------------------------------------------------------------------------------------------ ordering
 def test_reordering_exposes_a_missing_barrier(mod):
-    results = {}
+    salts = iter(np.random.default_rng().integers(1000, 2**30, 6))
+    want = lambda salt: (np.arange(128) + 1) % 128 + salt  # noqa: E731
+    wrong = {}
     for order in ("forward", "reverse", "random"):
         set_schedule(order)
-        y = cp.zeros(128, cp.int32)
-        mod.get_function("racy_neighbour")((1,), (128,), (y,))
-        results[order] = y.get()
-    assert not np.array_equal(results["forward"], results["reverse"]), "the race gave one answer in every order"
-    want = (np.arange(128) + 1) % 128 + 1
+        y, salt = cp.zeros(128, cp.int32), int(next(salts))
+        mod.get_function("racy_neighbour")((1,), (128,), (y, np.int32(salt)))
+        wrong[order] = int((y.get() != want(salt)).sum())
+    # forward: every thread but the last reads its neighbour before the neighbour wrote
+    assert wrong["forward"] == 127 and wrong["reverse"] == 1, wrong
     for order in ("forward", "reverse", "random"):
         set_schedule(order)
-        y = cp.zeros(128, cp.int32)
-        mod.get_function("synced_neighbour")((1,), (128,), (y,))
-        np.testing.assert_array_equal(y.get(), want)
+        y, salt = cp.zeros(128, cp.int32), int(next(salts))
+        mod.get_function("synced_neighbour")((1,), (128,), (y, np.int32(salt)))
+        np.testing.assert_array_equal(y.get(), want(salt))
 
 
 # ------------------------------------------------------------------------------------------ warp collectives
