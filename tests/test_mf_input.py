@@ -181,3 +181,18 @@ def test_setup_copies_at_most_the_documented_arrays():
               + (1 << 18))  # 256 KiB of slack
     # one more copy of the values (1.6 MB) would not fit the budget
     assert peak <= budget, (peak, budget)
+
+
+@pytest.mark.parametrize("backend", backend_params(("numba", "cpp", "cython")))
+def test_fits_from_four_threads_equal_sequential(backend):
+    from concurrent.futures import ThreadPoolExecutor
+
+    R, _ = synthetic_ratings(200, 120, 3000, implicit=True, seed=4)
+    def fit(seed):
+        return pyml.ALS(factors=8, iterations=2, random_state=seed, backend=backend,
+                        show_progress=False).fit(R).user_factors
+    sequential = [fit(s) for s in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(fit, range(4)))
+    for a, b in zip(sequential, concurrent):
+        np.testing.assert_array_equal(a, b)

@@ -87,8 +87,8 @@ def checks(backend: str, rng: np.random.Generator) -> list[tuple[str, float, flo
 
 
 def _input_checks(backend, R, rng):
-    """csr_check / csr_transpose (exact: integer results) and ranking_metrics where ``backend``
-    has them, on the index dtypes SciPy produces (int32 and int64)."""
+    """csr_check / csr_transpose (exact: integer results), als_loss_terms and ranking_metrics
+    where ``backend`` has them, on the index dtypes SciPy produces (int32 and int64)."""
     rows = []
     n_cols = R.shape[1]
     if backend in drv.CSR_CHECK.backends:
@@ -103,6 +103,16 @@ def _input_checks(backend, R, rng):
             got = np.concatenate([np.asarray(a, np.float64) for a in transpose(*tp, n_cols)])
             want = np.concatenate([np.asarray(a, np.float64) for a in ref.csr_transpose(*tp, n_cols)])
             rows.append(row(f"csr_transpose {np.dtype(dt).name}", got, want, want, dt))
+    if backend in drv.LOSS_TERMS.backends:
+        X = rng.standard_normal((R.shape[0], 5))
+        Y = rng.standard_normal((n_cols, 5))
+        ip, ix = R.indptr.astype(np.int64), R.indices.astype(np.int32)
+        for dt in (np.float32, np.float64):
+            want = ref.als_loss_terms(ip, ix, R.data.astype(np.float64), X, Y, 2.0, True)
+            naive = ref.als_loss_terms(ip, ix, R.data.astype(dt), X.astype(dt), Y.astype(dt), 2.0, True)
+            got = drv.LOSS_TERMS.get(backend)(ip, ix, R.data.astype(dt), X.astype(dt), Y.astype(dt),
+                                              2.0, True)
+            rows.append(row(f"als_loss_terms {np.dtype(dt).name}", got, want, naive, dt))
     if backend in drv.RANKING_METRICS.backends:
         users = np.arange(R.shape[0], dtype=np.int64)
         ids = np.argsort(rng.random((R.shape[0], n_cols)), axis=1)[:, :4].astype(np.int32)
