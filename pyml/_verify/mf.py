@@ -99,6 +99,7 @@ def _input_checks(backend, R, rng):
                 got = np.array(check(*args, n_cols, True), dtype=np.float64)
                 want = np.array(ref.csr_check(*args, n_cols, True), dtype=np.float64)
                 rows.append(row(f"csr_check {np.dtype(it).name} {np.dtype(dt).name}", got, want, want, dt))
+        for dt in (np.float32, np.float64):
             tp = (R.indptr.astype(np.int64), R.indices.astype(np.int32), R.data.astype(dt))
             got = np.concatenate([np.asarray(a, np.float64) for a in transpose(*tp, n_cols)])
             want = np.concatenate([np.asarray(a, np.float64) for a in ref.csr_transpose(*tp, n_cols)])
