@@ -159,8 +159,12 @@ def backward(dout, q, k, v, out, lse, mask, causal: bool, scale: float, dropout_
     Nk, Hk = k.shape[2], k.shape[1]
     xp = array_module(q)
     acc = acc_dtype(q.dtype)
-    # Delta_i = rowsum(dO * O): O(N*D) work, shared by every backend (with dropout too: O = (P Z) V)
-    delta = xp.ascontiguousarray((dout.astype(acc, copy=False) * out.astype(acc, copy=False)).sum(axis=-1))
+    # Delta_i = rowsum(dO * O): O(N*D) work, shared by every backend (with dropout too: O = (P Z) V);
+    # einsum reads both once without an N x D temporary, 16-bit inputs are widened first
+    if np.dtype(acc) == dout.dtype:
+        delta = xp.ascontiguousarray(xp.einsum("...d,...d->...", dout, out))
+    else:
+        delta = xp.ascontiguousarray((dout.astype(acc) * out.astype(acc)).sum(axis=-1))
     dq = xp.empty_like(q)
     # the kernels write dK, dV per query head, so heads of one group never race on a row
     dk = xp.empty((B, H, Nk, k.shape[3]), k.dtype)
