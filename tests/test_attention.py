@@ -364,3 +364,50 @@ def test_positional_encoding_refuses_non_float_dtypes():
     pe = pyml.sinusoidal_positional_encoding(4, 6, dtype=np.float32)
     assert pe.dtype == np.float32
     np.testing.assert_allclose(pe, ref.sinusoidal_positional_encoding(4, 6), atol=1e-7)
+
+
+@pytest.mark.parametrize("layout, copies", [("contiguous", 0), ("(B,N,H,D) view", 3)])
+def test_setup_makes_no_more_than_the_documented_copies(layout, copies, rng):
+    """Validation and conversion read each input once and copy only what the kernels cannot
+    read: nothing for C-contiguous float32 (B, H, N, D), one copy of each of q, k, v for the
+    head-major view of a (B, N, H, D) projection. Traced NumPy allocations of one call beyond
+    its outputs (out; dq, dk, dv) must stay under copies + 1/4 of one input."""
+    import tracemalloc
+
+    B, H, N, D = 1, 4, 1024, 64
+    qkv = [rng.standard_normal((B, H, N, D), dtype=np.float32) for _ in range(3)]
+    if copies:
+        qkv = [np.ascontiguousarray(a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for a in qkv]
+    out, lse = pyml.attention(*qkv, return_lse=True)                  # warm: kernels loaded
+    do = rng.standard_normal(out.shape, dtype=np.float32)
+    size = qkv[0].nbytes
+    for outputs, call in ((1, lambda: pyml.attention(*qkv)),
+                          (3, lambda: pyml.attention_backward(do, *qkv, out, lse))):
+        tracemalloc.start()
+        try:
+            call()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < (outputs + copies + 0.25) * size, f"{peak / size:.2f} inputs' worth allocated"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concurrent_threads_match_sequential_results(backend, rng):
+    """Four Python threads calling forward and backward at once (as Dask workers or a web
+    server do) get exactly the results of sequential calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems = [[rng.standard_normal((1, 2, 40, 16)) for _ in range(4)] for _ in range(4)]
+
+    def work(p):
+        q, k, v, do = p
+        out, lse = pyml.attention(q, k, v, causal=True, return_lse=True, backend=backend)
+        return (out,) + pyml.attention_backward(do, q, k, v, out, lse, causal=True, backend=backend)
+
+    sequential = [work(p) for p in problems]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            for got, want in zip(pool.map(work, problems), sequential):
+                for a, b in zip(got, want):
+                    np.testing.assert_array_equal(a, b)
