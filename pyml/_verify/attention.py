@@ -28,12 +28,12 @@ def checks(backend: str, rng: np.random.Generator) -> list[Row]:
             on, _ = ref.attention_forward(q, k, v, mask, causal, None, p, 3)
             out, lse = attention(q, k, v, mask, causal, return_lse=True, backend=backend, **kw)
             tag = (f"{'causal ' if causal else ''}{'masked ' if masked else ''}{'gqa ' if gqa else ''}"
-                   f"{'dropout ' if p else ''}{np.dtype(dtype).name}")
-            rows.append(row(f"attention forward {tag}", out, o64, on, dtype))
+                   f"{'drop ' if p else ''}{'f32' if dtype == np.float32 else 'f64'}")
+            rows.append(row(f"forward {tag}", out, o64, on, dtype))
             do64 = rng.standard_normal(o64.shape)
             g64 = ref.attention_backward(do64, q64, k64, v64, mask, causal, None, p, 3)
             gn = ref.attention_backward(do64.astype(dtype), q, k, v, mask, causal, None, p, 3)
             g = attention_backward(do64.astype(dtype), q, k, v, out, lse, mask, causal, backend=backend, **kw)
             for name, a, r, n in zip(("dq", "dk", "dv"), g, g64, gn):
-                rows.append(row(f"attention backward {name} {tag}", a, r, n, dtype))
+                rows.append(row(f"backward {name} {tag}", a, r, n, dtype))
     return rows
