@@ -8,6 +8,7 @@ small reductions on the wire. Install with ``pip install "pyml[dask]"``.
 from __future__ import annotations
 
 from .kmeans import KMeans
+from .mdp import value_iteration
 from .mf import ALS
 
-__all__ = ["KMeans", "ALS"]
+__all__ = ["KMeans", "ALS", "value_iteration"]
