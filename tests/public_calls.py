@@ -26,6 +26,11 @@ class Spec:
     arrays: tuple[str, ...] = ()          # array arguments the hostile sweep corrupts
     params: dict[str, list] = field(default_factory=dict)  # extreme hyper-parameters to try
     deterministic: bool = True            # same input -> same bits on every call
+    # Arguments computed from the others (attention_backward's out and lse come from the
+    # forward): after a value-changing corruption of another argument they are recomputed by
+    # ``rederive(kwargs)``, since no function can tell a stale ``out`` from a fresh one.
+    derived: tuple[str, ...] = ()
+    rederive: Callable[[dict], dict] | None = None
 
 
 def arrays_of(result: Any) -> list[np.ndarray]:
@@ -61,6 +66,15 @@ def _attention_state(rng):
     return dict(dout=rng.standard_normal(q.shape), q=q, k=k, v=v, out=out, lse=lse)
 
 
+def _attention_rederive(kw):
+    try:
+        kw["out"], kw["lse"] = pyml.attention(kw["q"], kw["k"], kw["v"], scale=0.5,
+                                              return_lse=True, backend="python")
+    except (ValueError, TypeError):  # the corrupted input is refused: keep the stale ones
+        pass
+    return kw
+
+
 def _pool_backward(rng):
     x = rng.standard_normal((2, 3, 6, 6))
     _, idx = pyml.max_pool2d(x, 2, backend="python")
@@ -76,7 +90,15 @@ def _mha(rng, backward=False):
 
 
 def _env(rng):
-    return dict(env=pyml.envs.maze(5), episodes=10)
+    env = pyml.envs.maze(5)
+    return dict(env=env, episodes=10, Q0=np.zeros((env.n_states, env.n_actions)))
+
+
+def _sparse_mdp(rng, S=12, A=3):
+    P, R = _mdp(rng, S, A)
+    P[P < 0.05] = 0.0  # some structural zeros
+    P /= P.sum(-1, keepdims=True)
+    return dict(P=[sp.csr_matrix(P[a]) for a in range(A)], R=R, gamma=0.9)
 
 
 SPECS = [
@@ -118,17 +140,18 @@ SPECS = [
          lambda **kw: pyml.attention(**kw), ("q", "k", "v"),
          {"scale": [0.0, -1.0, 1e308, float("nan")], "causal": ["yes"]}),
     Spec("attention_backward", "attention", _attention_state,
-         lambda **kw: pyml.attention_backward(scale=0.5, **kw), ("dout", "q", "k", "v", "out", "lse")),
+         lambda **kw: pyml.attention_backward(scale=0.5, **kw), ("dout", "q", "k", "v", "out", "lse"),
+         derived=("out", "lse"), rederive=_attention_rederive),
     Spec("multi_head_attention", "attention", _mha, lambda **kw: pyml.multi_head_attention(**kw),
          ("x", "w_q", "w_k", "w_v", "w_o"), {"num_heads": [0, 3, -1]}),
     Spec("multi_head_attention_backward", "attention", lambda r: _mha(r, backward=True),
          lambda **kw: pyml.multi_head_attention_backward(**kw), ("dy", "x", "w_q", "w_o"),
          {"num_heads": [0, 3]}),
-    Spec("ALS", "mf", lambda r: dict(R=_ratings(r)),
-         lambda R, backend=None, **kw: pyml.ALS(**{"factors": 3, "iterations": 2, "random_state": 0,
-                                                   "show_progress": False, "backend": backend,
-                                                   **kw}).fit(R),
-         ("R",), {"factors": [0, -1, 10**9], "iterations": [-1], "regularization": [-1.0, float("inf")],
+    Spec("ALS", "mf", lambda r: dict(user_items=_ratings(r)),
+         lambda user_items, backend=None, **kw: pyml.ALS(
+             **{"factors": 3, "iterations": 2, "random_state": 0, "show_progress": False,
+                "backend": backend, **kw}).fit(user_items),
+         ("user_items",), {"factors": [0, -1, 10**9], "iterations": [-1], "regularization": [-1.0, float("inf")],
                   "callback": [5]}),
     Spec("mf_sgd", "mf", lambda r: dict(R=_ratings(r)),
          lambda **kw: pyml.mf_sgd(**{"factors": 3, "epochs": 2, "deterministic": True,
@@ -137,6 +160,8 @@ SPECS = [
     Spec("value_iteration", "mdp", lambda r: dict(zip(("P", "R"), _mdp(r)), gamma=0.9),
          lambda **kw: pyml.value_iteration(**kw), ("P", "R"),
          {"gamma": [0.0, 1.0, -0.1, 1.5, float("nan")], "max_iter": [0, -1], "epsilon": [-1.0, 0.0]}),
+    Spec("value_iteration[sparse]", "mdp", _sparse_mdp, lambda **kw: pyml.value_iteration(**kw),
+         ("P", "R"), {"max_iter": [0]}),
     Spec("policy_iteration", "mdp", lambda r: dict(zip(("P", "R"), _mdp(r)), gamma=0.9),
          lambda **kw: pyml.policy_iteration(**kw), ("P", "R"), {"gamma": [0.0, 1.5], "max_iter": [0]}),
     Spec("policy_evaluation", "mdp",
