@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kmeans_fused.hpp"
+#include "kmeans_seed.hpp"
 
 namespace py = pybind11;
 template <typename T>
@@ -369,10 +370,8 @@ Arr<T> kmedians_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Ar
     return out_a;
 }
 
-// One greedy k-means++ step (Arthur & Vassilvitskii 2007, the greedy variant of scikit-learn):
-// phi_q = sum_j w_j min(D2_j, ||x_j - x_cand_q||^2) for every candidate q, the first q of lowest
-// phi, and D2_new = min(D2, ||x - x_best||^2). Exact differences in double (no cancellation);
-// per-block partial sums reduced in block order, so the result does not depend on the threads.
+// One greedy k-means++ step (kmeans_seed.hpp): the first candidate of lowest potential (its
+// position in candidates), that potential, and D2_new = min(D2, ||x - x_best||^2).
 template <typename T>
 py::tuple kmeans_plusplus_step(Arr<T> Xa, Arr<double> wa, Arr<double> D2a, Arr<int64_t> ca) {
     auto X = Xa.request(), w = wa.request(), D = D2a.request(), cb = ca.request();
@@ -383,39 +382,37 @@ py::tuple kmeans_plusplus_step(Arr<T> Xa, Arr<double> wa, Arr<double> D2a, Arr<i
         throw std::invalid_argument("kmeans_plusplus_step: w and D2 must have shape (n,)");
     if (cb.ndim != 1 || cb.shape[0] < 1)
         throw std::invalid_argument("kmeans_plusplus_step: candidates must be a non-empty 1-d array");
-    const int64_t T_ = cb.shape[0];
+    const int64_t nc = cb.shape[0];
     const int64_t* cand = static_cast<const int64_t*>(cb.ptr);
-    for (int64_t q = 0; q < T_; ++q)
+    for (int64_t q = 0; q < nc; ++q)
         if (cand[q] < 0 || cand[q] >= n) throw std::invalid_argument("kmeans_plusplus_step: candidate out of range");
     const T* x = static_cast<const T*>(X.ptr);
-    const double* wp = static_cast<const double*>(w.ptr);
-    const double* D2 = static_cast<const double*>(D.ptr);
     py::array_t<double> out_a(n);
     double* out = out_a.mutable_data();
     int64_t best = 0;
     double best_pot = std::numeric_limits<double>::infinity();
     {
         py::gil_scoped_release release;
-        constexpr int64_t BLOCK = 256;
-        const int64_t nb = (n + BLOCK - 1) / BLOCK;
-        std::vector<double> part((size_t)nb * T_, 0.0);
+        std::vector<T> rows((size_t)nc * d);  // the candidates' rows, contiguous
+        for (int64_t q = 0; q < nc; ++q) std::copy(x + cand[q] * d, x + (cand[q] + 1) * d, rows.begin() + q * d);
+        const kmseed::Seed<T> seed{x, n, d};
+        std::vector<double> pot(nc);
+        const double* D2 = static_cast<const double*>(D.ptr);
+        // keeping every candidate's distances saves the second pass over X (transposes and all)
+        // when they fit in a modest buffer; else the best candidate's are recomputed
+        const bool keep = (size_t)nc * n * sizeof(T) <= ((size_t)256 << 20);
+        std::vector<T> dists(keep ? (size_t)nc * n : 0);
+        seed.potentials(static_cast<const double*>(w.ptr), D2, rows.data(), nc, pot.data(),
+                        keep ? dists.data() : nullptr);
+        for (int64_t q = 0; q < nc; ++q)
+            if (pot[q] < best_pot) { best_pot = pot[q]; best = q; }
+        if (keep) {
+            const T* s = dists.data() + best * n;
 #pragma omp parallel for schedule(static)
-        for (int64_t b = 0; b < nb; ++b) {
-            double* pb = part.data() + (size_t)b * T_;
-            for (int64_t j = b * BLOCK; j < std::min(n, (b + 1) * BLOCK); ++j) {
-                const T* xj = x + j * d;
-                for (int64_t q = 0; q < T_; ++q)
-                    pb[q] += wp[j] * std::min(D2[j], kmfused::sqdist_d(xj, x + cand[q] * d, d));
-            }
+            for (int64_t j = 0; j < n; ++j) out[j] = std::min(D2[j], (double)s[j]);
+        } else {
+            seed.update(D2, rows.data() + best * d, out);
         }
-        for (int64_t q = 0; q < T_; ++q) {
-            double pot = 0;
-            for (int64_t b = 0; b < nb; ++b) pot += part[(size_t)b * T_ + q];
-            if (pot < best_pot) { best_pot = pot; best = q; }
-        }
-        const T* xc = x + cand[best] * d;
-#pragma omp parallel for schedule(static)
-        for (int64_t j = 0; j < n; ++j) out[j] = std::min(D2[j], kmfused::sqdist_d(x + j * d, xc, d));
     }
     return py::make_tuple(best, best_pot, out_a);
 }

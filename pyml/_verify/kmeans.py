@@ -60,7 +60,9 @@ def checks(backend: str, rng: np.random.Generator) -> list[Row]:
                 best, pot, Dn = drv.PLUSPLUS.get(b)(X, w, D2, cand)
             name = np.dtype(dt).name
             rows.append((f"plusplus candidate {name}", float(int(best) != int(rb)), 0.0))
-            rows.append(row(f"plusplus D2 {name}", Dn, rD, rD, np.float64))
+            diff = X - X[cand[rb]]  # the distance in the kernel's dtype, as a plain code has it
+            naive = np.minimum(D2, (diff * diff).sum(1).astype(np.float64))
+            rows.append(row(f"plusplus D2 {name}", Dn, rD, naive, dt))
     if not rows:
         raise BackendUnavailableError(f"kmeans has no {backend!r} kernel")
     return rows
