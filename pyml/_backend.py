@@ -302,22 +302,3 @@ def _load(target: str, backend: str) -> Callable:
     if backend in ("cpp", "cython"):
         return openmp_entry(fn)
     return fn
-
-
-# TEMPORARY during the issue-10 move; deleted once every driver uses Kernel.
-@dataclass(frozen=True)
-class KernelTable:
-    name: str
-    family: str
-    impls: dict[str, str]
-
-    @property
-    def backends(self) -> tuple[str, ...]:
-        return tuple(b for b in BACKENDS if b in self.impls)
-
-    def resolve(self, backend: str | None, *arrays: Any) -> str:
-        fam = {"conv2d": "conv", "als": "mf"}.get(self.family, self.family)
-        return resolve_backend(backend, fam, self.backends, *arrays)
-
-    def get(self, backend: str) -> Callable:
-        return _load(self.impls[backend], backend)

@@ -1,6 +1,6 @@
 """The one validation layer: every public entry point calls these before any kernel runs.
 
-Rules (DESIGN.md, "Bad input"): ints/bools are converted to float, complex and object
+Rules: ints/bools are converted to float, complex and object
 arrays are refused, NaN/inf are refused with the position of the first bad value,
 empty arrays are refused, non-contiguous arrays are copied (never silently wrong), and
 nothing the caller passed is modified in place.
