@@ -240,15 +240,17 @@ conv_slab::Geo slab_geo(const py::array& x, const py::array& w, const py::array&
     return g;
 }
 
+// Returns whether every element of x is finite (the slab copies check it on the way, so the
+// driver needs no separate read pass over x; see conv_slab::fill_slab).
 template <typename T>
-void conv_forward_slab(Arr<T> x, Arr<T> w, Arr<T> bias, bool has_bias, Arr<T> y, long ph, long pw,
+bool conv_forward_slab(Arr<T> x, Arr<T> w, Arr<T> bias, bool has_bias, Arr<T> y, long ph, long pw,
                        long dh, long dw, long groups) {
     const conv_slab::Geo g = slab_geo<T>(x, w, y, ph, pw, dh, dw, groups);
     need(!has_bias || bias.size() == g.O, "conv_forward_slab: bias shape");
     const T *px = x.data(), *pk = w.data(), *pb = has_bias ? bias.data() : nullptr;
     T *py = y.mutable_data();
     py::gil_scoped_release nogil;
-    conv_slab::forward(g, px, pk, pb, py, parallel_worth(g.B * g.O * g.OH * g.OW * g.K()));
+    return conv_slab::forward(g, px, pk, pb, py, parallel_worth(g.B * g.O * g.OH * g.OW * g.K()));
 }
 
 template <typename T>

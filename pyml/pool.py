@@ -39,7 +39,7 @@ def _geometry(hw, kernel_size, stride, padding, dilation, ceil_mode, who):
     out = tuple(drv.pool_out_size(n, kk, ss, pp, dd, ceil_mode)
                 for n, kk, ss, pp, dd in zip(hw, k, s, p, d))
     if out[0] < 1 or out[1] < 1:
-        raise ValueError(f"{who}: pooling window {k} is larger than the padded input "
+        raise ValueError(f"{who}: kernel_size {k} (the pooling window) is larger than the padded input "
                          f"{hw[0] + 2 * p[0]}x{hw[1] + 2 * p[1]}")
     return k, s, p, d, ceil_mode, out
 

@@ -381,6 +381,8 @@ def test_same_padding_explicit_row_refuses_non_finite_weights():
     (lambda: pyml.conv_output_shape((1, 1, 3, 3), (1, 1, 2, 0)), ValueError, "weight_shape"),
     (lambda: pyml.conv2d_backward(np.ones((1, 1, 3, 3)), np.ones((1, 1, 4, 4)),
                                   np.ones((1, 1, 2, 2)), needs=None), TypeError, "needs"),
+    (lambda: pyml.conv2d(np.ones((2, 3, 7, 7)), np.ones((4, 3, 3, 3)), padding=10**6), ValueError,
+     r"GiB, more than this machine.*padding \(1000000, 1000000\)"),
     (lambda: pyml.nn.Conv2d(0, 4, 3), ValueError, "in_channels"),
     (lambda: pyml.nn.Conv2d(3, 0, 3), ValueError, "out_channels"),
     (lambda: pyml.nn.Conv2d(3, 4, 3, groups=2), ValueError, "groups=2 must divide"),
@@ -453,10 +455,16 @@ def test_finiteness_check_has_no_false_alarm_on_huge_values(dtype):
     accepts them, and a real NaN or inf is still named with its position."""
     big = np.finfo(dtype).max / 4
     x, w = np.full((1, 1, 4, 4), big, dtype), np.full((1, 1, 1, 1), 0.5, dtype)
-    np.testing.assert_array_equal(pyml.conv2d(x, w, backend="python"), x * dtype(0.5))
+    for backend in ("python", None, "numba"):  # None: cpp here, x checked inside its kernel
+        np.testing.assert_array_equal(pyml.conv2d(x, w, backend=backend), x * dtype(0.5))
+        np.testing.assert_array_equal(pyml.conv2d(x, w, stride=2, backend=backend),
+                                      x[:, :, ::2, ::2] * dtype(0.5))
     x[0, 0, 2, 1] = np.inf
-    with pytest.raises(ValueError, match=r"x contains NaN or infinity \(first at index \(0, 0, 2, 1\)\)"):
-        pyml.conv2d(x, w)
+    for backend, stride in ((None, 1), (None, 2), ("numba", 1), ("python", 1)):
+        with pytest.raises(ValueError, match=r"x contains NaN or infinity \(first at index \(0, 0, 2, 1\)\)"):
+            pyml.conv2d(x, w, stride=stride, backend=backend)
+    with pytest.raises(ValueError, match=r"x contains NaN or infinity \(first at index \(0, 2, 1\)\)"):
+        pyml.conv2d(x[0], w)  # unbatched: the position in the (C, H, W) the user passed
     with pytest.raises(ValueError, match="bias contains NaN"):
         pyml.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)), np.array([np.nan]))
     with pytest.raises(ValueError, match="grad_out contains NaN"):
