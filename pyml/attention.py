@@ -151,7 +151,7 @@ def attention(q, k, v, mask=None, causal: bool = False, scale: float | None = No
         "numba", "cpp" or "cuda"
     dropout_p : drop each attention weight with this probability and scale the kept ones by
         1/(1 - dropout_p) (Srivastava et al. 2014); the mask is a hash of ``seed`` and the
-        score's index, the same on every CPU backend and redrawn by ``attention_backward``
+        score's index, the same on every backend and redrawn by ``attention_backward``
     seed : int in [0, 2**64) selecting the dropout mask (default: fresh entropy)
     enable_gqa : grouped-query attention (Ainslie et al. 2023): H query heads share Hk key/value
         heads, query head h reading head h // (H/Hk)
@@ -161,7 +161,7 @@ def attention(q, k, v, mask=None, causal: bool = False, scale: float | None = No
     could overflow the dtype (a bound from the row norms of q and k) are refused.
     float32 and float64 everywhere; float16 and bfloat16 (``ml_dtypes.bfloat16``) with
     backend "cuda" only: out keeps that dtype, lse is float32. The cuda backend takes
-    head dimensions D, Dv <= 256 and no dropout.
+    head dimensions D, Dv <= 256.
 
     Examples
     --------
@@ -176,19 +176,16 @@ def attention(q, k, v, mask=None, causal: bool = False, scale: float | None = No
     scale, dropout_p, seed = _check_options(scale, lay.D, dropout_p, seed, need_seed=False)
     _check_bound(qn * kn * max(1.0, scale) + mmax, q.dtype, "the scores q k^T * scale")
     b = drv.FORWARD.resolve(backend, q, k, v)
-    _check_backend(q.dtype, b, dropout_p)
+    _check_backend(q.dtype, b)
     out, lse = drv.forward(*lay.inputs(q, k, v), mask, bool(causal), scale, dropout_p, seed, b)
     out, lse = lay.output(out), lay.output(lse)
     return (out, lse) if return_lse else out
 
 
-def _check_backend(dtype, backend: str, dropout_p: float) -> None:
+def _check_backend(dtype, backend: str) -> None:
     if np.dtype(dtype).name in drv.HALF_DTYPES and backend != "cuda":
         raise TypeError(f"{np.dtype(dtype).name} inputs need backend='cuda'; the {backend!r} backend "
                         "computes in float32/float64 only (convert with .astype(np.float32))")
-    if dropout_p > 0 and backend == "cuda":
-        raise ValueError(f"dropout_p={dropout_p} needs a CPU backend (python, numba, cpp): the cuda "
-                         "kernels have no dropout")
 
 
 def attention_backward(dout, q, k, v, out, lse, mask=None, causal: bool = False,
@@ -241,7 +238,7 @@ def attention_backward(dout, q, k, v, out, lse, mask=None, causal: bool = False,
     _check_bound(dp * max(1.0, 2 * scale * max(kn, nq * qn)) + nq * dn / (1.0 - dropout_p), dt,
                  "the gradients")
     b = drv.BACKWARD.resolve(backend, q, k, v)
-    _check_backend(dt, b, dropout_p)
+    _check_backend(dt, b)
     grads = drv.backward(lay.grad_output(dout), *lay.inputs(q, k, v), lay.grad_output(out),
                          lay.grad_output(lse), mask, bool(causal), scale, dropout_p, seed, b)
     return lay.input_grads(*grads)

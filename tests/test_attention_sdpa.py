@@ -1,5 +1,5 @@
-"""torch.nn.functional.scaled_dot_product_attention semantics of pyml.attention on every CPU
-backend: 3-d inputs, broadcast batch/head dimensions, grouped-query attention, seeded dropout
+"""torch.nn.functional.scaled_dot_product_attention semantics of pyml.attention on every
+backend (cuda where a device exists): 3-d inputs, broadcast batch/head dimensions, grouped-query attention, seeded dropout
 (its statistics, the same mask in the backward, finite differences of the reference), and
 torch's own OpInfo samples (when torch and expecttest are installed).
 
@@ -15,7 +15,7 @@ import pyml
 from pyml.reference import attention as ref
 from conftest import assert_close, backend_params
 
-BACKENDS = backend_params(("python", "numba", "cpp"))
+BACKENDS = backend_params(("python", "numba", "cpp", "cuda"))  # cuda: gpu-marked, skipped without a device
 
 
 def _dropout_z(B, H, Nq, Nk, p, seed):

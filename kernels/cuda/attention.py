@@ -110,37 +110,25 @@ def _finish(dst, buf) -> None:
         (dst.view(np.uint16) if _is_bf16(dst.dtype) else dst)[...] = host
 
 
-def _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale):
+def _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale, dropout_p, seed):
+    """The kernels' scalar arguments; dropout as in csrc/attention.cpp: threshold = floor(p * 2^24)
+    on the top 24 hash bits, the seed's 64 bits as given (an int64 from the driver)."""
     B, H, Nq, D = q.shape
-    Nk, Dv = k.shape[2], v.shape[3]
+    Hk, Nk, Dv = k.shape[1], k.shape[2], v.shape[3]
     acc = np.float64 if q.dtype == np.float64 else np.float32
     tail = (np.int64(msb), np.int64(msh), np.int64(msq), np.int32(bool(has_mask)), np.int32(bool(causal)),
-            acc(scale), np.int32(H), np.int32(Nq), np.int32(Nk), np.int32(D), np.int32(Dv))
+            acc(scale), np.int32(H), np.int32(Hk), np.int32(Nq), np.int32(Nk), np.int32(D), np.int32(Dv),
+            np.uint64(int(seed) % (1 << 64)), np.uint32(int(dropout_p * 16777216.0)), acc(1.0 / (1.0 - dropout_p)))
     return B * H, Nq, Nk, D, Dv, acc, tail
 
 
-def _no_dropout(dropout_p) -> None:
-    if dropout_p:
-        raise ValueError(f"dropout_p={dropout_p}: the cuda attention kernels have no dropout; "
-                         "use a CPU backend (python, numba, cpp) or dropout_p=0")
-
-
-def _per_query_head(kd, H):
-    """k or v with one head per query head: grouped-query attention (Hk < H) repeats each
-    key/value head H/Hk times on the device, head h reading head h // (H/Hk) as the CPU kernels do."""
-    Hk = kd.shape[1]
-    return kd if Hk == H else cupy().repeat(kd, H // Hk, axis=1)
-
-
 def attention_forward(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, dropout_p, seed, out, lse):
-    """out = softmax(q k^T * scale + mask) v and lse, written into ``out`` and ``lse``."""
-    _no_dropout(dropout_p)
-    H = q.shape[1]
-    BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale)
+    """out = softmax(q k^T * scale + mask) v and lse, written into ``out`` and ``lse``; k, v with
+    Hk heads (grouped-query attention, head h reads h // (H/Hk)), dropout from the seed's hash."""
+    BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale, dropout_p, seed)
     _bucket(D, Dv)  # the clear error before any copy to the device
     cp = cupy()
     qd, kd, vd = (_device(a) for a in (q, k, v))
-    kd, vd = _per_query_head(kd, H), _per_query_head(vd, H)
     md = cp.ascontiguousarray(cp.asarray(mask, dtype=acc))
     o, ls = _target(out), _target(lse)
     _launch("fwd", q.dtype, D, Dv, BH, Nq, (qd, kd, vd, md) + tail + (o, ls))
@@ -155,13 +143,10 @@ def attention_backward(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask,
 
     Two launches: dK/dV with one block per key tile, then dQ with one block per query tile
     (no atomics, deterministic)."""
-    _no_dropout(dropout_p)
-    H = q.shape[1]
-    BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale)
+    BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale, dropout_p, seed)
     _bucket(D, Dv)
     cp = cupy()
     dod, qd, kd, vd = (_device(a) for a in (dout, q, k, v))
-    kd, vd = _per_query_head(kd, H), _per_query_head(vd, H)
     ld, dld, md = (cp.ascontiguousarray(cp.asarray(a, dtype=acc)) for a in (lse, delta, mask))
     gq, gk, gv = _target(dq), _target(dk), _target(dv)
     head = (dod, qd, kd, vd, ld, dld, md)
