@@ -91,8 +91,10 @@ def csr_input(R, name: str, *, dtype, nonneg: bool = False, shape=None,
     import scipy.sparse as sp
 
     if not sp.issparse(R):
-        raise TypeError(f"{name} must be a scipy.sparse matrix (CSR), got {type(R).__name__} of "
-                        f"shape {getattr(R, 'shape', '?')} and dtype {getattr(R, 'dtype', '?')}")
+        what = type(R).__name__
+        if hasattr(R, "shape") and hasattr(R, "dtype"):
+            what += f" of shape {R.shape} and dtype {R.dtype}"
+        raise TypeError(f"{name} must be a scipy.sparse matrix (CSR), got {what}")
     if R.ndim != 2:
         raise ValueError(f"{name} must be 2-dimensional, got {R.ndim}")
     if shape is not None:

@@ -19,6 +19,8 @@ _BATCH = 1024  # query rows scored per GEMM: 1024 x n_items scores stay a few MB
 def check_ids(ids, n: int | None, name: str) -> np.ndarray:
     """Integer ids as a 1-D int64 array, each in [0, n) (any non-negative id when n is None)."""
     arr = np.atleast_1d(np.asarray(ids))
+    if arr.size == 0:  # an empty list is float64 to NumPy; its length is what matters
+        arr = arr.astype(np.int64)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be an integer or a 1-D array of integers, got shape {arr.shape}")
     if arr.dtype.kind not in "iu":
