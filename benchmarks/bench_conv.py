@@ -43,16 +43,19 @@ def _pyml_runners(x, w, b, gy, pad, backends):
     return fwd, bwd
 
 
-def _median_gap(call, kernel, pairs: int = 5) -> float:
-    """Seconds ``call`` takes beyond ``kernel`` (median of interleaved pairs): the setup share of
-    the public call, measured through the public API only."""
+def _median_gap(call, kernel, pairs: int = 9) -> float:
+    """Seconds ``call`` takes beyond ``kernel`` (median over interleaved pairs, the order
+    alternating so neither side always runs on a warmer cache): the setup share of the public
+    call, measured through the public API only."""
     gaps = []
-    for _ in range(pairs):
+    for i in range(pairs):
+        first, second = (call, kernel) if i % 2 == 0 else (kernel, call)
         t0 = time.perf_counter()
-        call()
+        first()
         t1 = time.perf_counter()
-        kernel()
-        gaps.append((t1 - t0) - (time.perf_counter() - t1))
+        second()
+        t2 = time.perf_counter()
+        gaps.append((t1 - t0) - (t2 - t1) if first is call else (t2 - t1) - (t1 - t0))
     return max(0.0, statistics.median(gaps))
 
 
