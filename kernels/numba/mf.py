@@ -1,5 +1,7 @@
-# ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started), and MF-SGD epochs.
-# Fast: prange over blocks of rows (dynamic-ish balance for power-law rows), per-block scratch allocated once, f innermost.
+# ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started), MF-SGD epochs, the
+# loss terms, the ratings' check and transpose pass, and top-K ranking metrics.
+# Fast: prange over blocks of rows (dynamic-ish balance for power-law rows), per-block scratch allocated once, f innermost;
+# CG forms its first residual in one gather pass and the dense YtY products as contiguous axpys.
 from __future__ import annotations
 
 import numpy as np
@@ -31,13 +33,15 @@ def _cholesky_solve(A, b, x):
 
 @njit(cache=True, inline="always")
 def _implicit_matvec(YtY, Y, indices, data, start, end, reg, alpha, p, out):
-    # out = (YtY + reg I) p + sum_i (c_i - 1)(y_i . p) y_i, with c_i - 1 = alpha r
+    # out = (YtY + reg I) p + sum_i (c_i - 1)(y_i . p) y_i, with c_i - 1 = alpha r; the dense part
+    # as axpys over rows of the symmetric YtY (contiguous, no reductions)
     f = p.shape[0]
     for a in range(f):
-        s = reg * p[a]
-        for d in range(f):
-            s += YtY[a, d] * p[d]
-        out[a] = s
+        out[a] = reg * p[a]
+    for d in range(f):
+        pd = p[d]
+        for a in range(f):
+            out[a] += pd * YtY[d, a]
     for k in range(start, end):
         i = indices[k]
         s = (p[0] - p[0])
@@ -46,6 +50,27 @@ def _implicit_matvec(YtY, Y, indices, data, start, end, reg, alpha, p, out):
         s *= alpha * data[k]
         for d in range(f):
             out[d] += s * Y[i, d]
+
+
+@njit(cache=True, inline="always")
+def _implicit_residual(YtY, Y, indices, data, start, end, reg, alpha, x, r):
+    # r = b - A x in one gather of the row's y_i: b = sum c p y, A x as in _implicit_matvec
+    f = x.shape[0]
+    for a in range(f):
+        r[a] = -reg * x[a]
+    for d in range(f):
+        xd = x[d]
+        for a in range(f):
+            r[a] -= xd * YtY[d, a]
+    for k in range(start, end):
+        i = indices[k]
+        v = data[k]
+        s = (x[0] - x[0])
+        for d in range(f):
+            s += Y[i, d] * x[d]
+        coef = ((1 + alpha * v) if v > 0 else 0 * v) - alpha * v * s
+        for d in range(f):
+            r[d] += coef * Y[i, d]
 
 
 @njit(parallel=True, cache=True)
@@ -63,18 +88,11 @@ def als_half_step(indptr, indices, data, Y, YtY, X, reg, alpha, cg_steps, implic
         Ap = np.empty(f, dtype=dt)
         for u in range(blk * n // n_blocks, (blk + 1) * n // n_blocks):
             start, end = indptr[u], indptr[u + 1]
-            b[:] = 0
-            for k in range(start, end):
-                i = indices[k]
-                t = data[k] if not implicit else ((1 + alpha * data[k]) if data[k] > 0 else 0 * data[k])
-                for a in range(f):
-                    b[a] += t * Y[i, a]
             if implicit and not exact:
                 x = X[u]
-                _implicit_matvec(YtY, Y, indices, data, start, end, reg, alpha, x, Ap)
+                _implicit_residual(YtY, Y, indices, data, start, end, reg, alpha, x, r)
                 rs_old = (reg - reg)
                 for a in range(f):
-                    r[a] = b[a] - Ap[a]
                     p[a] = r[a]
                     rs_old += r[a] * r[a]
                 for _ in range(cg_steps):
@@ -94,6 +112,12 @@ def als_half_step(indptr, indices, data, Y, YtY, X, reg, alpha, cg_steps, implic
                         p[a] = r[a] + (rs_new / rs_old) * p[a]
                     rs_old = rs_new
                 continue
+            b[:] = 0
+            for k in range(start, end):
+                i = indices[k]
+                t = data[k] if not implicit else ((1 + alpha * data[k]) if data[k] > 0 else 0 * data[k])
+                for a in range(f):
+                    b[a] += t * Y[i, a]
             for a in range(f):
                 for d in range(a + 1):
                     A[a, d] = YtY[a, d] if implicit else 0
