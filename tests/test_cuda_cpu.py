@@ -225,6 +225,30 @@ def test_attention_forward_backward(cupy, rng, dtype, case):
         assert_close(g, r, nv, dtype, f"attention {what}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gqa,dropout_p", [(True, 0.0), (False, 0.3), (True, 0.25)])
+def test_attention_gqa_dropout(cupy, rng, dtype, gqa, dropout_p):
+    """Grouped-query heads (k/v head h // (H/Hk)) and the seeded dropout mask, forward and backward:
+    the same mask as the reference for the same seed."""
+    B, H, Hk, Nq, Nk, D = 2, 4, 2 if gqa else 4, 21, 38, 24
+    q = rng.standard_normal((B, H, Nq, D)).astype(dtype)
+    k, v = (rng.standard_normal((B, Hk, Nk, D)).astype(dtype) for _ in range(2))
+    kw = dict(causal=True, dropout_p=dropout_p, seed=20260401, enable_gqa=gqa)
+    out_ref, lse_ref = _ref(pyml.attention, q, k, v, return_lse=True, **kw)
+    naive_b = "python" if dtype == np.float32 else OTHER_CPU  # float64: another summation order
+    naive, _ = pyml.attention(q, k, v, return_lse=True, backend=naive_b, **kw)
+    dev = [cupy.asarray(a) for a in (q, k, v)]
+    out, lse = pyml.attention(*dev, return_lse=True, backend="cuda", **kw)
+    assert_close(out, out_ref, naive, dtype, "attention out")
+    dout = rng.standard_normal(out_ref.shape).astype(dtype)
+    refs = pyml.attention_backward(dout.astype(np.float64), *(a.astype(np.float64) for a in (q, k, v)), out_ref,
+                                   lse_ref, backend="python", **kw)
+    naives = pyml.attention_backward(dout, q, k, v, naive, lse_ref.astype(dtype), backend=naive_b, **kw)
+    grads = pyml.attention_backward(cupy.asarray(dout), *dev, out, lse, backend="cuda", **kw)
+    for what, g, r, nv in zip(("dq", "dk", "dv"), grads, refs, naives):
+        assert_close(g, r, nv, dtype, f"attention {what}")
+
+
 def _half_dtypes():
     out = [np.float16]
     try:
