@@ -183,6 +183,37 @@ def test_pooling_forward_backward(cupy, rng, dtype, case):
     assert_close(da, da_ref, pyml.avg_pool2d_backward(gz, x.shape, k, s, p, backend="python"), dtype, "avg pool grad")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opts", [
+    dict(dilation=2, ceil_mode=True, count_include_pad=False, divisor_override=None),
+    dict(dilation=(1, 2), ceil_mode=False, count_include_pad=True, divisor_override=5),
+    dict(dilation=1, ceil_mode=True, count_include_pad=True, divisor_override=None),
+])
+def test_pooling_options(cupy, rng, dtype, opts):
+    """max_pool2d dilation / ceil_mode and avg_pool2d ceil_mode / count_include_pad / divisor_override."""
+    x = np.round(rng.standard_normal((2, 3, 11, 8)) * 1.5).astype(dtype)
+    k, st, p = (3, 2), 2, 1
+    mx = dict(dilation=opts["dilation"], ceil_mode=opts["ceil_mode"])
+    av = dict(ceil_mode=opts["ceil_mode"], count_include_pad=opts["count_include_pad"],
+              divisor_override=opts["divisor_override"])
+    z_ref, i_ref = pyml.max_pool2d(x, k, st, p, backend="python", **mx)
+    z, idx = pyml.max_pool2d(cupy.asarray(x), k, st, p, backend="cuda", **mx)
+    np.testing.assert_array_equal(_host(z), z_ref)
+    np.testing.assert_array_equal(_host(idx), i_ref)
+    gz = rng.standard_normal(z_ref.shape).astype(dtype)
+    dx_ref = pyml.max_pool2d_backward(gz.astype(np.float64), i_ref, x.shape, backend="python")
+    dx = pyml.max_pool2d_backward(cupy.asarray(gz), idx, x.shape, backend="cuda")
+    assert_close(dx, dx_ref, pyml.max_pool2d_backward(gz, i_ref, x.shape, backend="python"), dtype, "max grad")
+    a_ref = _ref(pyml.avg_pool2d, x, k, st, p, **av)
+    a = pyml.avg_pool2d(cupy.asarray(x), k, st, p, backend="cuda", **av)
+    assert_close(a, a_ref, pyml.avg_pool2d(x, k, st, p, backend="python", **av), dtype, "avg pool")
+    ga = rng.standard_normal(a_ref.shape).astype(dtype)
+    da_ref = pyml.avg_pool2d_backward(ga.astype(np.float64), x.shape, k, st, p, backend="python", **av)
+    da = pyml.avg_pool2d_backward(cupy.asarray(ga), x.shape, k, st, p, backend="cuda", **av)
+    assert_close(da, da_ref, pyml.avg_pool2d_backward(ga, x.shape, k, st, p, backend="python", **av), dtype,
+                 "avg pool grad")
+
+
 # ------------------------------------------------------------------------------------------ attention
 ATT_CASES = [  # (B, H, Nq, Nk, D, Dv, causal, mask): every head-dim bucket (64, 128, 256)
     (1, 1, 1, 1, 1, 1, False, None),
