@@ -54,7 +54,7 @@ echo "gpu_check: $probe; results in $OUT"
 
 # ---------------------------------------------------------------------------------------- 1. build
 venv="$OUT/venv"
-step build 200 bash -c "
+step build 300 bash -c "
   set -e
   [ -x '$venv/bin/python' ] || '$PY' -m venv --system-site-packages '$venv'
   '$venv/bin/python' -m pip install --no-build-isolation --no-deps --no-index -e . -q
@@ -70,7 +70,7 @@ step verify 60 "$venv/bin/pyml" verify --backends cuda
 
 # ---------------------------------------------------------------------------------------- 4. benchmarks
 for loop in kmeans conv attention mf mdp; do
-  step "bench_$loop" 50 "$venv/bin/pyml" bench "$loop" --backends cuda cpp --repeat 3 --quiet \
+  step "bench_$loop" 45 "$venv/bin/pyml" bench "$loop" --backends cuda cpp --repeat 3 --quiet \
     --json "$OUT/bench_$loop.json"
 done
 
