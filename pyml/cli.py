@@ -12,6 +12,7 @@ import numpy as np
 from . import __version__
 from ._backend import (BACKENDS, LOOPS, BackendUnavailableError, backends, get_num_threads,
                        set_num_threads)
+from ._threads import numba_layer
 from ._verify import loop_checks
 from .benchmarks import ALIASES, PEER_HINT, PEERS, SIZES, SUITES
 
@@ -33,6 +34,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     except ImportError:
         print("cpu SIMD: unknown (pyml._cpp not built)")
     report = backends()
+    if report["numba"] is None:
+        layer = numba_layer()
+        print(f"numba threading layer: {layer}" + (
+            " (safe from several threads)" if layer in ("tbb", "omp") else
+            " (not thread-safe: pyml serialises calls to numba kernels from several threads)"))
     print("backends:")
     for name, why in report.items():
         print(f"  {name:7s} {'available' if why is None else repr(why)}")

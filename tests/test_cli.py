@@ -15,6 +15,8 @@ def test_info_lists_backends(capsys):
     for b in ("python", "numba", "cpp", "cython", "cuda"):
         assert b in out
     assert "threads:" in out and "gpu:" in out
+    if pyml.backends()["numba"] is None:
+        assert "numba threading layer: " in out
 
 
 def test_verify_reference_backend_passes(capsys):
