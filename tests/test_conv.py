@@ -261,8 +261,9 @@ def test_parallel_sized_problem_matches_vectorised_numpy(backend, rng):
     checked against a vectorised NumPy form of the same sums (the loop reference is too slow)."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    x, w = rng.standard_normal((4, 16, 20, 18)), rng.standard_normal((16, 16, 3, 3))
-    gy = rng.standard_normal((4, 16, 20, 18))
+    # above the C++ grain of 2^23 multiply-adds (csrc/conv.cpp parallel_worth)
+    x, w = rng.standard_normal((4, 16, 40, 36)), rng.standard_normal((16, 16, 3, 3))
+    gy = rng.standard_normal((4, 16, 40, 36))
     win = sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
     np.testing.assert_allclose(pyml.conv2d(x, w, padding=1, backend=backend),
                                np.einsum("nchwij,ocij->nohw", win, w), rtol=1e-10, atol=1e-10)
@@ -272,7 +273,7 @@ def test_parallel_sized_problem_matches_vectorised_numpy(backend, rng):
     gwin = sliding_window_view(np.pad(gy, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
     np.testing.assert_allclose(gx, np.einsum("nohwij,ocij->nchw", gwin, w[:, :, ::-1, ::-1]),
                                rtol=1e-10, atol=1e-9)
-    xp = rng.standard_normal((4, 16, 64, 64))
+    xp = rng.standard_normal((4, 16, 128, 128))
     z, idx = pyml.max_pool2d(xp, 3, 1, 1, backend=backend)
     pad = np.pad(xp, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
     np.testing.assert_array_equal(z, sliding_window_view(pad, (3, 3), axis=(2, 3)).max(axis=(4, 5)))
