@@ -310,20 +310,10 @@ py::tuple kmeans_plusplus_step(Arr<T> Xa, Arr<double> wa, Arr<double> D2a, Arr<i
         const kmseed::Seed<T> seed{x, n, d};
         std::vector<double> pot(nc);
         const double* D2 = static_cast<const double*>(D.ptr);
-        // keeping every candidate's distances saves the second pass over X (transposes and all)
-        // when they fit in a modest buffer; else the best candidate's are recomputed
-        const bool keep = (size_t)nc * n * sizeof(T) <= ((size_t)256 << 20);
-        std::vector<T> dists(keep ? (size_t)nc * n : 0);
-        seed.potentials(static_cast<const double*>(w.ptr), D2, rows.data(), nc, pot.data(),
-                        keep ? dists.data() : nullptr);
+        seed.potentials(static_cast<const double*>(w.ptr), D2, rows.data(), nc, pot.data());
         for (int64_t q = 0; q < nc; ++q)
             if (pot[q] < best_pot) { best_pot = pot[q]; best = q; }
-        if (keep) {  // serial: a memory-bound O(n) pass, cheaper than waking the team again
-            const T* s = dists.data() + best * n;
-            for (int64_t j = 0; j < n; ++j) out[j] = std::min(D2[j], (double)s[j]);
-        } else {
-            seed.update(D2, rows.data() + best * d, out);
-        }
+        seed.update(D2, rows.data() + best * d, out);
     }
     return py::make_tuple(best, best_pot, out_a);
 }
