@@ -234,16 +234,26 @@ def test_als_dataframe_with_duplicates_and_explicit(client):
         np.testing.assert_allclose(ours.user_factors, local.user_factors, rtol=1e-4, atol=1e-5)
 
 
-def test_als_survives_a_worker_killed(client):
+def test_als_survives_a_worker_killed_mid_fit(client, monkeypatch):
+    import pyml.dask.mf as mod
+
     R = _ratings(seed=4)
     victim = sorted(client.scheduler_info()["workers"])[-1]
-    model = pdask.ALS(implicit=True, n_blocks=4, **ALS_KW)
-    model.iterations = 1
-    model.fit(R)  # blocks now live on both workers
-    _kill(client, victim)
-    model.iterations = ALS_KW["iterations"]
-    ours = model.fit(R)
+    killed = []
+
+    class KillingBar:
+        def update(self, n=1):
+            if not killed:  # after the first iteration the blocks live on both workers
+                killed.append(victim)
+                _kill(client, victim)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(mod, "progress", lambda *a, **k: KillingBar())
+    ours = pdask.ALS(implicit=True, n_blocks=4, **ALS_KW).fit(R)
     local = pyml.ALS(implicit=True, show_progress=False, **ALS_KW).fit(R)
+    assert killed
     np.testing.assert_allclose(ours.user_factors, local.user_factors, rtol=1e-5, atol=1e-6)
     client.wait_for_workers(2, timeout=60)
 

@@ -60,18 +60,18 @@ def tree_sum(parts: list):
     return parts[0]
 
 
-def put(obj):
-    """``obj`` as one graph key: scattered to the cluster when a distributed client is
-    active (large inputs then travel once, not inside every graph), else a delayed value."""
+def persist_quietly(*objs):
+    """``dask.persist`` of graphs that embed a large input (a scipy.sparse matrix) on purpose:
+    data in the graph keeps its lineage, so a worker that dies takes nothing that cannot be
+    recomputed (data scattered to one worker would be lost with it); Dask's warning about
+    large graphs is expected there."""
+    import warnings
+
     import dask
 
-    try:
-        from distributed import get_client
-
-        client = get_client()
-    except (ImportError, ValueError):
-        return dask.delayed(obj)
-    return client.scatter(obj, hash=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        return dask.persist(*objs)
 
 
 class _NoBar:

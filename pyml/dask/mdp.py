@@ -13,7 +13,7 @@ from .._backend import Kernel, _check_backend_name
 from .._mdp_driver import threshold
 from .._validation import check_int, check_scalar
 from ..mdp import MDPResult
-from ._common import progress, put
+from ._common import persist_quietly, progress
 
 __all__ = ["value_iteration"]
 
@@ -124,13 +124,13 @@ def value_iteration(P: Any, R: Any, gamma: float, epsilon: float = 1e-6,
             raise ValueError(f"P[{a}] must have shape {(S, S)}, got {Pa.shape}")
     bounds, given = _as_blocks(P, S, A, n_blocks)
     if given is None:
-        Pd = put([sp.csr_matrix(Pa) for Pa in P])
+        Pd = dask.delayed([sp.csr_matrix(Pa) for Pa in P])
         rows = [dask.delayed(_block)(Pd, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     else:
         rows = [dask.delayed(b) for b in given]
     blocks = [dask.delayed(_check_block)(r, R[lo:hi], S, i, int(lo))
               for i, (r, lo, hi) in enumerate(zip(rows, bounds[:-1], bounds[1:]))]
-    blocks = list(dask.persist(*blocks))  # validated, in the kernel's layout, on the workers
+    blocks = list(persist_quietly(*blocks))  # validated, in the kernel's layout, on the workers
     V = np.zeros(S) if V0 is None else np.array(V0, dtype=np.float64)
     if V.shape != (S,):
         raise ValueError(f"V0 must have shape ({S},), got {V.shape}")

@@ -17,7 +17,7 @@ from .._backend import _check_backend_name
 from .._mf_driver import HALF_STEP, CSRArrays, als_loss
 from .._blas import single_thread
 from .._validation import check_csr, check_dtype_arg, check_int, check_random_state, check_scalar
-from ._common import progress, put
+from ._common import persist_quietly, progress
 
 __all__ = ["ALS"]
 
@@ -127,7 +127,7 @@ class ALS:
         if self.implicit and R.nnz and (R.data < 0).any():
             raise ValueError("interactions: implicit feedback needs non-negative ratings")
         ub, ib = self._bounds(R.shape[0], B), self._bounds(R.shape[1], B)
-        Rd, Td = put(R), put(R.T.tocsr())
+        Rd, Td = dask.delayed(R), dask.delayed(R.T.tocsr())
         users = [dask.delayed(_csr_block)(Rd, int(a), int(b)) for a, b in zip(ub[:-1], ub[1:])]
         items = [dask.delayed(_csr_block)(Td, int(a), int(b)) for a, b in zip(ib[:-1], ib[1:])]
         return R.shape, ub, ib, users, items
@@ -187,7 +187,7 @@ class ALS:
         else:
             raise TypeError("interactions must be a dask.dataframe with user/item/rating columns "
                             f"or a scipy.sparse matrix, got {type(interactions).__name__}")
-        users, items = list(dask.persist(*users)), list(dask.persist(*items))  # stay on workers
+        users, items = list(persist_quietly(*users)), list(persist_quietly(*items))  # on workers
         rng = check_random_state(self.random_state)
         X = (rng.random((shape[0], f)) * 0.01).astype(dt)  # the random start of pyml.ALS
         Y = (rng.random((shape[1], f)) * 0.01).astype(dt)
