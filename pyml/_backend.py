@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from . import _cpu
+
 # Numba's OpenMP threading layer and PyTorch's OpenMP pool slow each other down when both run
 # in one process (measured: torch SDPA 5-20x slower after a Numba prange kernel had run; the
 # pools spin against each other on 2 cores). TBB or the workqueue layer do not spin, so pyml
@@ -80,7 +82,8 @@ def _probe(backend: str) -> str | None:
             importlib.import_module("numba")
             return None
         if backend == "cpp":
-            importlib.import_module(f"{backend_package('cpp')}._info")
+            importlib.import_module(_cpu.PROBE)
+            backend_package("cpp")  # the CPU variant; raises UnsupportedCpuError
             return None
         if backend == "cython":
             for loop in ("kmeans", "mf"):  # the loops that have a Cython kernel
@@ -91,6 +94,8 @@ def _probe(backend: str) -> str | None:
             if cp.cuda.runtime.getDeviceCount() < 1:
                 return "no CUDA device found; " + INSTALL_HINT["cuda"]
             return None
+    except _cpu.UnsupportedCpuError as exc:  # PYML_CPU forced a variant this CPU cannot run
+        return str(exc)
     except Exception as exc:  # ImportError, CUDARuntimeError, ...
         return f"{INSTALL_HINT[backend]} ({type(exc).__name__}: {exc})"
     return f"unknown backend {backend!r}"
@@ -199,7 +204,13 @@ def resolve_backend(backend: str | None, loop: str, supported: tuple[str, ...],
 
 
 def backend_package(backend: str) -> str:
-    """The package that holds ``backend``'s kernel modules (one module per loop)."""
+    """The package that holds ``backend``'s kernel modules (one module per loop).
+
+    The compiled backends exist once per CPU variant: for "cpp" and "cython" this is the
+    variant this CPU runs (or PYML_CPU forces), e.g. ``pyml._cpp.avx512`` (see pyml._cpu).
+    """
+    if backend in _cpu.PACKAGES:
+        return _cpu.package(backend)
     return PACKAGES[backend]
 
 
@@ -272,7 +283,7 @@ def set_num_threads(n: int) -> None:
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     if _probe("cpp") is None:
-        importlib.import_module(f"{backend_package('cpp')}._info").set_num_threads(n)
+        importlib.import_module(_cpu.PROBE).set_num_threads(n)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=n)
@@ -283,5 +294,5 @@ def get_num_threads() -> int:
     if "num_threads" in _global_config:
         return _global_config["num_threads"]
     if _probe("cpp") is None:
-        return importlib.import_module(f"{backend_package('cpp')}._info").get_num_threads()
+        return importlib.import_module(_cpu.PROBE).get_num_threads()
     return os.cpu_count() or 1
