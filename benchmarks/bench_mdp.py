@@ -1,7 +1,8 @@
 """`pyml bench value_iteration`: Bellman sweeps on dense and sparse random MDPs, and
 convergence (Jacobi vs Gauss-Seidel) on a grid maze.
 
-Timed unit: one Jacobi sweep (the validated model is built once, outside the clock).
+Timed unit: one Jacobi sweep of ``pyml.value_iteration`` on a ``pyml.mdp.MDP`` built once,
+outside the clock (the model validates and converts P once, so these rows are the kernel).
 Peers: pymdptoolbox's ValueIteration._bellmanOperator (one BLAS mat-vec per action,
 then the max) for dense; for sparse a vectorised SciPy sweep written here (A CSR
 mat-vecs, then the max), since pymdptoolbox's input check rejects scipy.sparse under
@@ -12,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 import pyml
-from pyml import _mdp_driver as drv
-from pyml.mdp import _check_model
+from pyml.mdp import MDP
 
 from ._harness import Case, Runner
 
@@ -49,10 +49,15 @@ def random_sparse(S, A, k, seed=0):
     return mats, rng.standard_normal((S, A))
 
 
+def _sweeps(model, backend, n, method="jacobi"):
+    # epsilon=1e-300: never converged, so exactly n sweeps run
+    return pyml.value_iteration(model, None, GAMMA, epsilon=1e-300, max_iter=n, method=method,
+                                backend=backend)
+
+
 def _sweep_runner(model, backend, method="jacobi"):
     def prepare():
-        V0 = np.zeros(model.S)
-        return lambda: drv.sweeps(model, backend, GAMMA, V0, 0.0, SWEEPS, method == "gauss-seidel")
+        return lambda: _sweeps(model, backend, SWEEPS, method)
     return Runner(f"pyml[{backend}]" + ("" if method == "jacobi" else " gauss-seidel"), "pyml", prepare)
 
 
@@ -93,14 +98,13 @@ def _installed(name):
 
 def _maze_runner(P, R, backend, method, gamma, epsilon, record):
     def prepare():
-        model = _check_model(P, R)
-        tol = drv.threshold(epsilon, gamma)
+        model = MDP(P, R)
 
         def call():
-            out = drv.sweeps(model, backend, gamma, np.zeros(model.S), tol, 100_000,
-                             method == "gauss-seidel")
-            record[f"{backend} {method} sweeps"] = out[2]
-            runner.note = f"{out[2]} sweeps"
+            n = pyml.value_iteration(model, None, gamma, epsilon=epsilon, method=method,
+                                     backend=backend).n_iter
+            record[f"{backend} {method} sweeps"] = n
+            runner.note = f"{n} sweeps"
         return call
     runner = Runner(f"pyml[{backend}] {method}", "pyml", prepare)
     return runner
@@ -117,7 +121,7 @@ def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
     P64, R = random_dense(S, A, np.float64)
     for dtype in (np.float64, np.float32):
         P = P64 if dtype == np.float64 else P64.astype(np.float32)
-        model = _check_model(P, R)
+        model = MDP(P, R)
         runners = [_sweep_runner(model, b) for b in backends]
         if use("pymdptoolbox", "mdptoolbox"):
             # The peer always runs on float64 P: the float32 row shows what halving the bytes buys.
@@ -126,11 +130,11 @@ def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
                           runners, nbytes=float(P.nbytes), roof="stream", per="sweep", calls=SWEEPS))
     del P64
     mats, Rs = random_sparse(Ss, As, k)
-    model = _check_model(mats, Rs)
+    model = MDP(mats, Rs)
     runners = [_sweep_runner(model, b) for b in backends]
     if use("scipy", "scipy"):
         runners.append(_scipy_runner(mats, Rs))
-    nbytes = float(model.data.nbytes + model.indices.nbytes + model.indptr.nbytes)
+    nbytes = float(sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in mats))
     cases.append(Case("value_iteration sparse", f"S={Ss} A={As} {k} succ float64 CSR", runners,
                       nbytes=nbytes, roof="stream", per="sweep", calls=SWEEPS))
     # Maze: goal (+1, 0 per step) in the top-left corner, so Gauss-Seidel's in-order sweep
@@ -151,12 +155,10 @@ def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
 
 # ------------------------------------------------------------- pytest-benchmark (small)
 def test_dense_sweep_cpp(benchmark):
-    model = _check_model(*random_dense(300, 4, np.float64))
-    V0 = np.zeros(300)
-    benchmark(lambda: drv.sweeps(model, "cpp", GAMMA, V0, 0.0, 1, False))
+    model = MDP(*random_dense(300, 4, np.float64))
+    benchmark(lambda: _sweeps(model, "cpp", 1))
 
 
 def test_sparse_sweep_numba(benchmark):
-    model = _check_model(*random_sparse(20_000, 4, 8))
-    V0 = np.zeros(20_000)
-    benchmark(lambda: drv.sweeps(model, "numba", GAMMA, V0, 0.0, 1, False))
+    model = MDP(*random_sparse(20_000, 4, 8))
+    benchmark(lambda: _sweeps(model, "numba", 1))

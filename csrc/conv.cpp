@@ -13,7 +13,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+#include <limits>
 #include <stdexcept>
+#include <string>
 
 #include "conv_slab.hpp"
 #include "conv_unroll.hpp"
@@ -50,12 +52,25 @@ using gemm_t = void (*)(const char *, const char *, const int *, const int *, co
                         const int *);
 
 // Row-major C (r x c) is column-major C^T, so C = A @ B becomes C^T = B^T @ A^T in BLAS terms.
+// Sizes arrive as long; the callers prove them within LP64 BLAS's int (fits_blas) before the
+// parallel region, so the narrowing here never wraps.
 template <typename T>
-inline void gemm_rm(gemm_t<T> gemm, bool ta, bool tb, int M, int N, int K, const T *A, int lda,
-                    const T *B, int ldb, T beta, T *C, int ldc) {
+inline void gemm_rm(gemm_t<T> gemm, bool ta, bool tb, long M, long N, long K, const T *A, long lda,
+                    const T *B, long ldb, T beta, T *C, long ldc) {
     const T one = T(1);
     const char *nb = tb ? "T" : "N", *na = ta ? "T" : "N";
-    gemm(nb, na, &N, &M, &K, &one, B, &ldb, A, &lda, &beta, C, &ldc);
+    const int m = int(M), n = int(N), k = int(K), la = int(lda), lb = int(ldb), lc = int(ldc);
+    gemm(nb, na, &n, &m, &k, &one, B, &lb, A, &la, &beta, C, &lc);
+}
+
+// Every GEMM of the unroll path has dimensions and leading dimensions among Og, Kg, P (and
+// their products stay in long pointer arithmetic); SciPy's BLAS takes 32-bit ints.
+inline void fits_blas(long Og, long Kg, long P, const char *who) {
+    const long big = std::max({Og, Kg, P});
+    if (big > long(std::numeric_limits<int>::max()))
+        throw std::invalid_argument(std::string(who) + ": a GEMM dimension of " +
+                                    std::to_string(big) + " exceeds the 32-bit BLAS limit "
+                                    "2147483647; split the batch or the channels");
 }
 
 struct Geo {
@@ -76,6 +91,7 @@ void conv_forward_gemm(Arr<T> x, Arr<T> w, Arr<T> bias, bool has_bias, Arr<T> y,
     need(y.shape(0) == B && y.shape(1) == O && w.shape(1) == Cg && w.shape(2) == KH &&
              w.shape(3) == KW && (!has_bias || bias.size() == O),
          "conv_forward_gemm: shape mismatch");
+    fits_blas(Og, Kg, P, "conv_forward_gemm");
     const bool pointwise = g.pointwise() && dh == 1 && dw == 1;
     const T *px = x.data(), *pw_ = w.data(), *pb = bias.data();
     T *py = y.mutable_data();
@@ -118,6 +134,7 @@ void conv_backward_gemm(Arr<T> gy, Arr<T> x, Arr<T> w, Arr<T> dx, bool need_dx, 
     need(gy.shape(0) == B && gy.shape(1) == O && w.shape(1) == Cg, "conv_backward_gemm: shapes");
     need(!need_dx || dx.size() == x.size(), "conv_backward_gemm: dx shape");
     need(!need_dw || dwt.size() == w.size(), "conv_backward_gemm: dw shape");
+    fits_blas(Og, Kg, P, "conv_backward_gemm");
     const bool pointwise = g.pointwise() && dh == 1 && dw == 1;
     const T *pg = gy.data(), *px = x.data(), *pwt = w.data();
     T *pdx = need_dx ? dx.mutable_data() : nullptr;
@@ -254,7 +271,7 @@ void conv_backward_slab(Arr<T> gy, Arr<T> x, Arr<T> w, Arr<T> dx, bool need_dx, 
 }
 
 template <typename T>
-void max_pool_forward(Arr<T> x, Arr<T> z, Idx idx, long KH, long KW, long sh, long sw, long ph,
+void max_pool2d(Arr<T> x, Arr<T> z, Idx idx, long KH, long KW, long sh, long sw, long ph,
                       long pw) {
     need(x.ndim() == 4 && z.ndim() == 4 && idx.ndim() == 4, "max_pool: 4-D arrays expected");
     const long BC = x.shape(0) * x.shape(1), H = x.shape(2), W = x.shape(3);
@@ -289,8 +306,8 @@ void max_pool_forward(Arr<T> x, Arr<T> z, Idx idx, long KH, long KW, long sh, lo
 }
 
 template <typename T>
-void max_pool_backward(Arr<T> dz, Idx idx, Arr<T> dx) {
-    need(dz.ndim() == 4 && dx.ndim() == 4 && idx.size() == dz.size(), "max_pool_backward: shapes");
+void max_pool2d_backward(Arr<T> dz, Idx idx, Arr<T> dx) {
+    need(dz.ndim() == 4 && dx.ndim() == 4 && idx.size() == dz.size(), "max_pool2d_backward: shapes");
     const long BC = dx.shape(0) * dx.shape(1), HW = dx.shape(2) * dx.shape(3);
     const long P = dz.shape(2) * dz.shape(3);
     const T *pg = dz.data();
@@ -309,7 +326,7 @@ void max_pool_backward(Arr<T> dz, Idx idx, Arr<T> dx) {
 }
 
 template <typename T>
-void avg_pool_forward(Arr<T> x, Arr<T> z, long KH, long KW, long sh, long sw, long ph, long pw) {
+void avg_pool2d(Arr<T> x, Arr<T> z, long KH, long KW, long sh, long sw, long ph, long pw) {
     need(x.ndim() == 4 && z.ndim() == 4, "avg_pool: 4-D arrays expected");
     const long BC = x.shape(0) * x.shape(1), H = x.shape(2), W = x.shape(3);
     const long OH = z.shape(2), OW = z.shape(3);
@@ -337,8 +354,8 @@ void avg_pool_forward(Arr<T> x, Arr<T> z, long KH, long KW, long sh, long sw, lo
 }
 
 template <typename T>
-void avg_pool_backward(Arr<T> dz, Arr<T> dx, long KH, long KW, long sh, long sw, long ph, long pw) {
-    need(dz.ndim() == 4 && dx.ndim() == 4, "avg_pool_backward: 4-D arrays expected");
+void avg_pool2d_backward(Arr<T> dz, Arr<T> dx, long KH, long KW, long sh, long sw, long ph, long pw) {
+    need(dz.ndim() == 4 && dx.ndim() == 4, "avg_pool2d_backward: 4-D arrays expected");
     const long BC = dx.shape(0) * dx.shape(1), H = dx.shape(2), W = dx.shape(3);
     const long OH = dz.shape(2), OW = dz.shape(3);
     const T *pg = dz.data();
@@ -366,10 +383,10 @@ void avg_pool_backward(Arr<T> dz, Arr<T> dx, long KH, long KW, long sh, long sw,
 
 template <typename T>
 void bind(py::module_ &m) {
-    m.def("max_pool_forward", &max_pool_forward<T>);
-    m.def("max_pool_backward", &max_pool_backward<T>);
-    m.def("avg_pool_forward", &avg_pool_forward<T>);
-    m.def("avg_pool_backward", &avg_pool_backward<T>);
+    m.def("max_pool2d", &max_pool2d<T>);
+    m.def("max_pool2d_backward", &max_pool2d_backward<T>);
+    m.def("avg_pool2d", &avg_pool2d<T>);
+    m.def("avg_pool2d_backward", &avg_pool2d_backward<T>);
     m.def("conv_forward_gemm", &conv_forward_gemm<T>);
     m.def("conv_forward_direct", &conv_forward_direct<T>);
     m.def("conv_backward_gemm", &conv_backward_gemm<T>);

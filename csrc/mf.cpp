@@ -59,16 +59,90 @@ void cholesky_solve(T* A, const T* b, T* x, int64_t f) {
     }
 }
 
-// out = (YtY + reg I) p + sum_k alpha r_k (y_k . p) y_k   (c - 1 = alpha r)
+constexpr int64_t PREFETCH = 8;  // rows of Y fetched ahead in the gathers (random rows: no HW prefetch)
+
 template <class T>
-void implicit_matvec(const T* YtY, const T* Y, const int32_t* idx, const T* val, int64_t start,
-                     int64_t end, T reg, T alpha, const T* p, T* out, int64_t f) {
-    for (int64_t a = 0; a < f; ++a) out[a] = reg * p[a] + dot(YtY + a * f, p, f);
-    for (int64_t k = start; k < end; ++k) {
-        const T* y = Y + int64_t(idx[k]) * f;
-        const T s = alpha * val[k] * dot(y, p, f);
+inline void prefetch_row(const T* Y, const int32_t* idx, int64_t k, int64_t end, int64_t f) {
+    if (k + PREFETCH < end) {
+        const char* y = reinterpret_cast<const char*>(Y + int64_t(idx[k + PREFETCH]) * f);
+        for (int64_t b = 0; b < f * int64_t(sizeof(T)); b += 64) __builtin_prefetch(y + b);
+    }
+}
+
+// One row's implicit-feedback system (YtY + reg I + sum_k alpha r_k y_k y_k^T) x = sum_k c_k p_k y_k
+// by cg_steps of conjugate gradient from the current x. F > 0: the factor count is a compile-time
+// constant, so r, p, Ap live in registers and every f-loop is unrolled; F == 0: any f (scratch).
+// The first pass forms the residual b - A x directly (one gather of the row's y_k, not two).
+template <class T, int F>
+inline void cg_row(const T* __restrict YtY, const T* __restrict Y, const int32_t* __restrict idx,
+                   const T* __restrict val, int64_t start, int64_t end, T reg, T alpha, int cg_steps,
+                   T* __restrict x, T* __restrict scratch, int64_t f_runtime) {
+    const int64_t f = F > 0 ? F : f_runtime;
+    alignas(64) T rl[F > 0 ? F : 1], pl[F > 0 ? F : 1], apl[F > 0 ? F : 1];
+    T* __restrict r = F > 0 ? rl : scratch;
+    T* __restrict p = F > 0 ? pl : scratch + f;
+    T* __restrict Ap = F > 0 ? apl : scratch + 2 * f;
+    // (YtY + reg I) v as sum_d v_d YtY[d, :] (YtY is symmetric): contiguous axpys, no reductions
+    auto dense = [&](const T* __restrict v, T* __restrict out, T sign) {
 #pragma omp simd
-        for (int64_t d = 0; d < f; ++d) out[d] += s * y[d];
+        for (int64_t a = 0; a < f; ++a) out[a] = sign * reg * v[a];
+        for (int64_t d = 0; d < f; ++d) {
+            const T vd = sign * v[d];
+            const T* __restrict row = YtY + d * f;
+#pragma omp simd
+            for (int64_t a = 0; a < f; ++a) out[a] += vd * row[a];
+        }
+    };
+    dense(x, r, T(-1));
+    for (int64_t k = start; k < end; ++k) {  // r = b - A x, b = sum c p y, c - 1 = alpha r
+        prefetch_row(Y, idx, k, end, f);
+        const T* __restrict y = Y + int64_t(idx[k]) * f;
+        const T v = val[k];
+        const T coef = (v > 0 ? T(1) + alpha * v : T(0)) - alpha * v * dot(y, x, f);
+#pragma omp simd
+        for (int64_t a = 0; a < f; ++a) r[a] += coef * y[a];
+    }
+    T rs_old = 0;
+#pragma omp simd reduction(+ : rs_old)
+    for (int64_t a = 0; a < f; ++a) {
+        p[a] = r[a];
+        rs_old += r[a] * r[a];
+    }
+    for (int it = 0; it < cg_steps && rs_old >= T(1e-20); ++it) {
+        dense(p, Ap, T(1));
+        for (int64_t k = start; k < end; ++k) {
+            prefetch_row(Y, idx, k, end, f);
+            const T* __restrict y = Y + int64_t(idx[k]) * f;
+            const T s = alpha * val[k] * dot(y, p, f);
+#pragma omp simd
+            for (int64_t a = 0; a < f; ++a) Ap[a] += s * y[a];
+        }
+        const T step = rs_old / dot(p, Ap, f);
+        T rs_new = 0;
+#pragma omp simd reduction(+ : rs_new)
+        for (int64_t a = 0; a < f; ++a) {
+            x[a] += step * p[a];
+            r[a] -= step * Ap[a];
+            rs_new += r[a] * r[a];
+        }
+        const T beta = rs_new / rs_old;
+#pragma omp simd
+        for (int64_t a = 0; a < f; ++a) p[a] = r[a] + beta * p[a];
+        rs_old = rs_new;
+    }
+}
+
+// Every row by CG, one parallel region; dynamic schedule because power-law rows differ by 1000x.
+template <class T, int F>
+void cg_rows(const int64_t* indptr, const T* YtY, const T* Y, const int32_t* idx, const T* val,
+             T* X, int64_t n, int64_t f, T reg, T alpha, int cg_steps) {
+#pragma omp parallel
+    {
+        std::vector<T> scratch(F > 0 ? 1 : 3 * f);
+#pragma omp for schedule(dynamic, 32)
+        for (int64_t u = 0; u < n; ++u)
+            cg_row<T, F>(YtY, Y, idx, val, indptr[u], indptr[u + 1], reg, alpha, cg_steps, X + u * f,
+                         scratch.data(), f);
     }
 }
 
@@ -95,9 +169,18 @@ void als_half_step(arr<int64_t> indptr_, arr<int32_t> indices_, arr<T> data_, ar
     for (int64_t k = 0; k < indptr[n]; ++k)
         if (idx[k] < 0 || idx[k] >= m) throw std::invalid_argument("als_half_step: column index out of range");
     py::gil_scoped_release nogil;
+    if (implicit && !exact) {
+        switch (f) {  // the common factor counts get register-resident, unrolled vectors
+            case 16: return cg_rows<T, 16>(indptr, YtY, Y, idx, val, X, n, f, reg, alpha, cg_steps);
+            case 32: return cg_rows<T, 32>(indptr, YtY, Y, idx, val, X, n, f, reg, alpha, cg_steps);
+            case 64: return cg_rows<T, 64>(indptr, YtY, Y, idx, val, X, n, f, reg, alpha, cg_steps);
+            case 128: return cg_rows<T, 128>(indptr, YtY, Y, idx, val, X, n, f, reg, alpha, cg_steps);
+            default: return cg_rows<T, 0>(indptr, YtY, Y, idx, val, X, n, f, reg, alpha, cg_steps);
+        }
+    }
 #pragma omp parallel
     {
-        std::vector<T> A(f * f), b(f), r(f), p(f), Ap(f);
+        std::vector<T> A(f * f), b(f);
         std::vector<T> Yg, Zg;  // gathered y_k and w_k y_k of one chunk (exact solves only)
 #pragma omp for schedule(dynamic, 32)
         for (int64_t u = 0; u < n; ++u) {
@@ -109,31 +192,6 @@ void als_half_step(arr<int64_t> indptr_, arr<int32_t> indices_, arr<T> data_, ar
                 const T t = implicit ? (val[k] > 0 ? T(1) + alpha * val[k] : T(0)) : val[k];
 #pragma omp simd
                 for (int64_t d = 0; d < f; ++d) b[d] += t * y[d];
-            }
-            if (implicit && !exact) {
-                implicit_matvec(YtY, Y, idx, val, start, end, reg, alpha, x, Ap.data(), f);
-                T rs_old = 0;
-                for (int64_t a = 0; a < f; ++a) {
-                    r[a] = b[a] - Ap[a];
-                    p[a] = r[a];
-                    rs_old += r[a] * r[a];
-                }
-                for (int it = 0; it < cg_steps && rs_old >= T(1e-20); ++it) {
-                    implicit_matvec(YtY, Y, idx, val, start, end, reg, alpha, p.data(), Ap.data(), f);
-                    const T step = rs_old / dot(p.data(), Ap.data(), f);
-                    T rs_new = 0;
-#pragma omp simd reduction(+ : rs_new)
-                    for (int64_t a = 0; a < f; ++a) {
-                        x[a] += step * p[a];
-                        r[a] -= step * Ap[a];
-                        rs_new += r[a] * r[a];
-                    }
-                    const T beta = rs_new / rs_old;
-#pragma omp simd
-                    for (int64_t a = 0; a < f; ++a) p[a] = r[a] + beta * p[a];
-                    rs_old = rs_new;
-                }
-                continue;
             }
             for (int64_t a = 0; a < f; ++a)
                 for (int64_t d = 0; d < f; ++d) A[a * f + d] = (implicit ? YtY[a * f + d] : T(0)) + (a == d ? reg : T(0));

@@ -17,8 +17,8 @@ from ._backend import (  # noqa: E402
 from . import datasets  # noqa: E402
 from .mf import ALS, mf_sgd  # noqa: E402
 from .kmeans import KMeans, kmeans_assign, kmeans_plusplus  # noqa: E402
-from .conv import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_backward,  # noqa: E402
-                   conv_output_shape, max_pool2d, max_pool2d_backward)
+from .conv import conv2d, conv2d_backward, conv_output_shape  # noqa: E402
+from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward  # noqa: E402
 from .attention import attention, attention_backward, sinusoidal_positional_encoding  # noqa: E402
 from .mha import multi_head_attention, multi_head_attention_backward  # noqa: E402
 from . import nn  # noqa: E402

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import KernelTable, array_module
+from ._backend import Kernel, array_module
 
-FORWARD = KernelTable("attention", "attention", {
-    "python": "pyml.reference.attention:attention",
-    "numba": "pyml.kernels.numba.attention:attention_forward",
-    "cpp": "pyml._cpp.attention:attention_forward",
-    "cuda": "pyml._attention_cuda:attention_forward",
-})
-BACKWARD = KernelTable("attention_backward", "attention", {
-    "python": "pyml.reference.attention:attention_backward",
-    "numba": "pyml.kernels.numba.attention:attention_backward",
-    "cpp": "pyml._cpp.attention:attention_backward",
-    "cuda": "pyml._attention_cuda:attention_backward",
-})
+# One name per kernel in every backend: pyml.reference.attention, pyml.kernels.numba.attention,
+# pyml._cpp.attention and pyml.kernels.cuda.attention each define these two functions.
+FORWARD = Kernel("attention", "attention_forward", ("python", "numba", "cpp", "cuda"))
+BACKWARD = Kernel("attention", "attention_backward", ("python", "numba", "cpp", "cuda"))
 HALF_DTYPES = ("float16", "bfloat16")  # storage-only inputs, cuda backend only
 
 

@@ -11,10 +11,14 @@ or GPU only matters to the backend that needs it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import importlib
+import importlib.metadata
 import os
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Iterator
@@ -101,32 +105,73 @@ def _probe(backend: str) -> str | None:
     return f"unknown backend {backend!r}"
 
 
-def backends() -> dict[str, str | None]:
-    """Map every backend name to None if it is available, else to the reason why not.
+class Unavailable(str):
+    """Why a backend cannot run here. A ``str`` (the reason) so that code written for the
+    old ``{name: None | reason}`` form keeps working; ``.available`` is False."""
+
+    available = False
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+    def __repr__(self) -> str:
+        return f"unavailable: {str(self)}"
+
+
+class BackendReport(dict):
+    """``pyml.backends()``: backend name -> None when it runs here, else :class:`Unavailable`
+    (a str giving the reason). Prints as ``name: available`` / ``name: unavailable: why``."""
+
+    def available(self) -> list[str]:
+        return [b for b, why in self.items() if why is None]
+
+    def reason(self, backend: str) -> str | None:
+        """None when ``backend`` is available, else why not."""
+        return self[backend]
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{b!r}: {'available' if why is None else repr(why)}"
+                               for b, why in self.items()) + "}"
+
+    def __str__(self) -> str:
+        return "\n".join(f"{b}: {'available' if why is None else repr(why)}"
+                         for b, why in self.items())
+
+
+def backends() -> BackendReport:
+    """Every backend name -> None if it is available here, else the reason why not.
 
     Examples
     --------
     >>> import pyml
     >>> pyml.backends()["python"] is None
     True
+    >>> "python" in pyml.backends().available()
+    True
     """
-    return {b: _probe(b) for b in BACKENDS}
+    return BackendReport((b, None if _probe(b) is None else Unavailable(_probe(b)))
+                         for b in BACKENDS)
 
 
 def available_backends() -> list[str]:
+    """The backends that run here, in :data:`BACKENDS` order."""
     return [b for b in BACKENDS if _probe(b) is None]
 
 
 # --------------------------------------------------------------------------- config
 _local = threading.local()
-_global_config = {"backend": os.environ.get("PYML_BACKEND", "auto")}
+_global_config: dict[str, Any] = {"backend": os.environ.get("PYML_BACKEND", "auto")}
 
 
-def _check_backend_name(backend: str) -> str:
+def _check_backend_name(backend: str | None, *, allow_none: bool = True) -> str | None:
+    """``backend`` if it is None (the configured default), "auto" or a backend name."""
+    if backend is None and allow_none:
+        return None
     if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+        raise TypeError(f"backend must be a string or None, got {type(backend).__name__}")
     if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"backend must be None, 'auto' or one of {BACKENDS}, got {backend!r}")
     return backend
 
 
@@ -136,7 +181,7 @@ def get_config() -> dict[str, Any]:
 
 def set_backend(backend: str) -> None:
     """Set the process-wide default backend ("auto", "python", "numba", "cpp", "cython", "cuda")."""
-    _global_config["backend"] = _check_backend_name(backend)
+    _global_config["backend"] = _check_backend_name(backend, allow_none=False)
 
 
 @contextlib.contextmanager
@@ -153,7 +198,7 @@ def config_context(*, backend: str | None = None) -> Iterator[None]:
     old = getattr(_local, "config", None)
     new = get_config()
     if backend is not None:
-        new["backend"] = _check_backend_name(backend)
+        new["backend"] = _check_backend_name(backend, allow_none=False)
     _local.config = new
     try:
         yield
@@ -180,8 +225,18 @@ def to_numpy(x: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- dispatch
 def resolve_backend(backend: str | None, loop: str, supported: tuple[str, ...],
                     *arrays: Any, kernel: str | None = None) -> str:
-    """Turn a user's ``backend=`` into a concrete backend that supports this kernel."""
-    backend = _check_backend_name(get_config()["backend"] if backend is None else backend)
+    """Turn a user's ``backend=`` into a concrete backend that supports this kernel.
+
+    None means the configured default (config_context / set_backend / PYML_BACKEND)."""
+    if backend is None:
+        backend = get_config()["backend"]
+        try:
+            backend = _check_backend_name(backend, allow_none=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the configured default backend (PYML_BACKEND or set_backend) "
+                             f"is invalid: {exc}") from None
+    else:
+        backend = _check_backend_name(backend)
     gpu_input = any(is_cupy(a) for a in arrays)
     if backend == "auto":
         if gpu_input:
@@ -245,12 +300,19 @@ class Kernel:
 @lru_cache(maxsize=None)
 def _load(target: str, backend: str) -> Callable:
     module, _, attr = target.partition(":")
+    if backend == "numba":
+        _preload_tbb()  # before the module's first parallel launch picks a threading layer
     try:
-        return getattr(importlib.import_module(module), attr)
+        fn = getattr(importlib.import_module(module), attr)
     except Exception as exc:
         raise BackendUnavailableError(
             f"cannot load the {backend} kernel {target} "
             f"({type(exc).__name__}: {exc}); {INSTALL_HINT.get(backend, '')}") from exc
+    if backend == "numba":
+        return _numba_entry(fn)
+    if backend in ("cpp", "cython"):
+        return _openmp_entry(fn)
+    return fn
 
 
 # TEMPORARY during the issue-10 move; deleted once every driver uses Kernel.
@@ -272,27 +334,127 @@ class KernelTable:
         return _load(self.impls[backend], backend)
 
 
+# --------------------------------------------------------------------------- thread safety
+# Numba's workqueue threading layer aborts the process ("Concurrent access has been
+# detected") when two Python threads launch parallel kernels at once; TBB and OpenMP do
+# not. pyml depends on the `tbb` wheel where it exists, but pip puts libtbb.so.12 in
+# <prefix>/lib, which numba's tbbpool extension does not search, so it is loaded here
+# first (by soname the loader then finds it). Where TBB still cannot load, entry to the
+# numba kernels is serialised by one lock: safe, at the price of no overlap between threads.
+_numba_lock = threading.RLock()
+_numba_layer: list[str] = []   # the layer numba chose, known after its first parallel launch
+
+
+@lru_cache(maxsize=None)
+def _preload_tbb() -> bool:
+    if "NUMBA_THREADING_LAYER" in os.environ and os.environ["NUMBA_THREADING_LAYER"] != "tbb":
+        return False
+    try:
+        dist = importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    for f in dist.files or ():
+        if f.name.startswith("libtbb.so.") and f.name.count(".") == 2:  # libtbb.so.12
+            try:
+                ctypes.CDLL(str(dist.locate_file(f)), mode=ctypes.RTLD_GLOBAL)
+                return True
+            except OSError:
+                return False
+    return False
+
+
+def _numba_layer_is_thread_safe() -> bool:
+    if not _numba_layer:
+        try:
+            import numba
+
+            _numba_layer.append(numba.threading_layer())
+        except (ValueError, ImportError):  # no parallel launch yet: assume the worst
+            return False
+    return _numba_layer[0] in ("tbb", "omp")
+
+
+def _numba_entry(fn: Callable) -> Callable:
+    """``fn`` made safe to call from several threads, with pyml's thread count applied."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        n = _global_config.get("num_threads")
+        if _numba_layer_is_thread_safe():
+            if n is not None:
+                _numba_threads(n)
+            return fn(*args, **kwargs)
+        with _numba_lock:
+            if n is not None:
+                _numba_threads(n)
+            return fn(*args, **kwargs)
+
+    return call
+
+
+def _openmp_entry(fn: Callable) -> Callable:
+    """OpenMP's thread count is per calling thread: apply pyml's in threads that have not."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        n = _global_config.get("num_threads")
+        if n is not None and getattr(_local, "omp_threads", None) != n:
+            importlib.import_module(_cpu.PROBE).set_num_threads(n)
+            _local.omp_threads = n
+        return fn(*args, **kwargs)
+
+    return call
+
+
+def _numba_threads(n: int) -> None:
+    import numba
+
+    # numba.set_num_threads is per calling thread too; cheap to check each call
+    n = min(n, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+
+
 # --------------------------------------------------------------------------- threads
+def max_threads() -> int:
+    """The CPUs this process may run on: more threads than that only oversubscribe."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in Numba, OpenMP (C++/Cython) and BLAS kernels."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    """Use ``n`` threads in Numba, OpenMP (C++/Cython) and BLAS kernels, in every thread.
+
+    ``n`` above the CPUs available (:func:`max_threads`) is clamped to them with a warning.
+    The value is validated before anything changes, so a bad ``n`` changes nothing.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be a positive integer, got {type(n).__name__} {n!r}")
+    if n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     n = int(n)
-    if _probe("numba") is None:
-        import numba
-
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    if _probe("cpp") is None:
-        importlib.import_module(_cpu.PROBE).set_num_threads(n)
+    cap = max_threads()
+    if n > cap:
+        warnings.warn(f"set_num_threads({n}): this process may use {cap} CPUs; using {cap} threads",
+                      RuntimeWarning, stacklevel=2)
+        n = cap
     from threadpoolctl import threadpool_limits
 
+    if _probe("numba") is None:
+        _numba_threads(n)
+    if _probe("cpp") is None:
+        importlib.import_module(_cpu.PROBE).set_num_threads(n)
+        _local.omp_threads = n
     threadpool_limits(limits=n)
     _global_config["num_threads"] = n
 
 
 def get_num_threads() -> int:
+    """The thread count pyml's kernels use (set_num_threads, else OpenMP's default)."""
     if "num_threads" in _global_config:
         return _global_config["num_threads"]
     if _probe("cpp") is None:
         return importlib.import_module(_cpu.PROBE).get_num_threads()
-    return os.cpu_count() or 1
+    return max_threads()

@@ -6,25 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._backend import KernelTable, array_module, to_numpy
+from ._backend import Kernel, is_cupy, to_numpy
+from .kernels.cuda import cupy
 
-SWEEP_DENSE = KernelTable("mdp sweep dense", "mdp", {
-    "python": "pyml.reference.mdp:sweep_dense",
-    "numba": "pyml.kernels.numba.mdp:sweep_dense",
-    "cpp": "pyml._cpp.mdp:sweep_dense",
-    "cuda": "pyml._mdp_cuda:sweep_dense",
-})
-SWEEP_SPARSE = KernelTable("mdp sweep sparse", "mdp", {
-    "python": "pyml.reference.mdp:sweep_sparse",
-    "numba": "pyml.kernels.numba.mdp:sweep_sparse",
-    "cpp": "pyml._cpp.mdp:sweep_sparse",
-    "cuda": "pyml._mdp_cuda:sweep_sparse",
-})
-TD_CONTROL = KernelTable("td control", "mdp", {
-    "python": "pyml.reference.mdp:td_control",
-    "numba": "pyml.kernels.numba.mdp:td_control",
-    "cpp": "pyml._cpp.mdp:td_control",
-})
+# The kernels of the mdp loop (value iteration here, tabular TD control for pyml.rl); the
+# implementation of backend b is <package of b>.mdp:<name> (see pyml._backend).
+SWEEP_DENSE = Kernel("mdp", "sweep_dense", ("python", "numba", "cpp", "cuda"))
+SWEEP_SPARSE = Kernel("mdp", "sweep_sparse", ("python", "numba", "cpp", "cuda"))
+TD_CONTROL = Kernel("mdp", "td_control", ("python", "numba", "cpp"))
 
 
 @dataclass
@@ -44,7 +33,7 @@ class Model:
     def sparse(self) -> bool:
         return self.P is None
 
-    def table(self) -> KernelTable:
+    def table(self) -> Kernel:
         return SWEEP_SPARSE if self.sparse else SWEEP_DENSE
 
     def sweep(self, backend, gamma, V, V_out, policy, fixed, gauss_seidel) -> float:
@@ -58,7 +47,7 @@ class Model:
         """The same model with its arrays in CuPy (on_gpu) or NumPy, copied only if needed."""
         import dataclasses
 
-        conv = (lambda x: array_module(_cupy_marker()).asarray(x)) if on_gpu else to_numpy
+        conv = cupy().asarray if on_gpu else to_numpy
         fields = {f: (None if getattr(self, f) is None else conv(getattr(self, f)))
                   for f in ("R", "P", "indptr", "indices", "data")}
         return dataclasses.replace(self, **fields)
@@ -84,12 +73,6 @@ class Model:
         return (full @ V.astype(np.float64)).reshape(self.S, self.A)
 
 
-def _cupy_marker():
-    import cupy as cp
-
-    return cp.empty(0)
-
-
 def threshold(epsilon: float, gamma: float) -> float:
     """Stop when sup|V_{k+1}-V_k| < eps(1-gamma)/(2 gamma): the greedy policy is then eps-optimal."""
     return epsilon * (1.0 - gamma) / (2.0 * gamma) if gamma < 1.0 else epsilon
@@ -103,7 +86,7 @@ def sweeps(model: Model, backend: str, gamma: float, V0: np.ndarray, tol: float,
     Jacobi ping-pongs two buffers (no allocation per sweep); Gauss-Seidel works in place.
     Returns V, greedy policy, sweeps done, residual per sweep.
     """
-    xp = array_module(model.R)
+    xp = cupy() if is_cupy(model.R) else np
     V = xp.array(V0, dtype=xp.float64, copy=True)
     V_out = xp.empty_like(V)
     fixed = policy is not None

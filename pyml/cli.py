@@ -3,25 +3,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
+import time
+
+import numpy as np
 
 from . import __version__, _cpu
-from ._backend import BACKENDS, BackendUnavailableError, backends, get_num_threads, set_num_threads
+from ._backend import BACKENDS, LOOPS, backends, get_num_threads, set_num_threads
+from ._verify import run as run_checks
+from .benchmarks import ALIASES, PEER_HINT, PEERS, SIZES, SUITES
 
-# hot loop -> its API module (each defines ``_verify(backend, rng)``)
-LOOPS = ("kmeans", "conv", "attention", "mf", "mdp")
 
-
-def _loop_module(loop: str):
-    try:
-        return importlib.import_module(f"pyml.{loop}")
-    except ImportError:
-        return None
+def _has_checks(loop: str) -> bool:
+    """Whether pyml/_verify/<loop>.py exists (the explicit registry is LOOPS; a loop without
+    its module yet is reported as "no checks yet" -- any error inside one propagates)."""
+    return importlib.util.find_spec(f"pyml._verify.{loop}") is not None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import numpy as np
-
     print(f"pyml {__version__}  (numpy {np.__version__}, python {sys.version.split()[0]})")
     print(f"threads: {get_num_threads()}")
     try:
@@ -34,10 +34,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {ext:7s} kernels: {chosen}{forced}")
     except ImportError:
         print("cpu SIMD: unknown (pyml._cpp not built)")
+    report = backends()
     print("backends:")
-    for name, reason in backends().items():
-        print(f"  {name:7s} {'available' if reason is None else 'unavailable: ' + reason}")
-    if backends()["cuda"] is None:
+    for name, why in report.items():
+        print(f"  {name:7s} {'available' if why is None else repr(why)}")
+    if report["cuda"] is None:
         import cupy as cp
 
         dev = cp.cuda.Device()
@@ -50,21 +51,46 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmarks import SUITES, _harness
+def _suite_names(kernel: str) -> list[str]:
+    if kernel == "all":
+        return list(LOOPS)
+    return [ALIASES.get(kernel, kernel)]
 
+
+def _check_peers(parser: argparse.ArgumentParser, names: list[str], peers: list[str] | None):
+    """None (every installed peer) or the requested names, refusing unknown ones."""
+    valid = {p: mod for n in names for p, mod in PEERS[n].items()}
+    if peers is None:
+        if valid and not any(importlib.util.find_spec(m) for m in valid.values()):
+            print(PEER_HINT, file=sys.stderr)
+        return None
+    unknown = [p for p in peers if p not in valid]
+    if unknown:
+        parser.error(f"unknown peer(s) {', '.join(unknown)} for {' '.join(names)}; "
+                     f"valid peers: {', '.join(valid) or 'none'}")
+    missing = [p for p in peers if importlib.util.find_spec(valid[p]) is None]
+    if missing:
+        print(f"peer(s) not installed, skipped: {', '.join(missing)}; "
+              'install them with  pip install "pyml[bench]"', file=sys.stderr)
+    return peers
+
+
+def cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .benchmarks import _harness
+
+    names = _suite_names(args.kernel)
+    peers = _check_peers(parser, names, args.peers)
     if args.threads:
         set_num_threads(args.threads)
-    names = list(SUITES) if args.kernel == "all" else [args.kernel]
     cases = []
     for name in names:
+        mod = importlib.import_module(f"pyml.benchmarks.bench_{SUITES[name]}")
         try:
-            mod = importlib.import_module(f"pyml.benchmarks.bench_{SUITES[name]}")
-        except ImportError as exc:
-            print(f"{name}: no benchmark suite ({exc})", file=sys.stderr)
-            return 2
-        cases += mod.suite(size=args.size, backends=args.backends, peers=args.peers)
-    rows, roof = _harness.run(cases, repeat=args.repeat, progress=not args.quiet)
+            cases += mod.suite(size=args.size, backends=args.backends, peers=peers)
+        except ValueError as exc:  # e.g. a size this loop's suite does not provide
+            parser.error(f"{name}: {exc}")
+    rows, roof = _harness.run(cases, repeat=args.repeat, progress=not args.quiet,
+                              under_load=args.under_load)
     print(_harness.format_table(rows, roof))
     if args.json:
         _harness.write_json(rows, roof, args.json)
@@ -75,73 +101,106 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_rows(backend_list, quiet=False):
-    import numpy as np
+def _loop_name(name: str) -> str:
+    """A loop name or an old spelling of one (argparse type: errors become usage errors)."""
+    loop = ALIASES.get(name, name)
+    if loop not in LOOPS:
+        raise argparse.ArgumentTypeError(
+            f"invalid loop {name!r} (choose from {', '.join(LOOPS + tuple(ALIASES))})")
+    return loop
 
-    rows = []
-    for loop in LOOPS:
-        mod = _loop_module(loop)
-        if mod is None or not hasattr(mod, "_verify"):
+
+def _loops(requested: list[str] | None) -> list[str]:
+    return list(dict.fromkeys(requested)) if requested else list(LOOPS)
+
+
+def _print_checks(loops: list[str], backend_list: list[str], out=sys.stdout) -> tuple[int, int]:
+    """Run the checks, one line per check as it finishes; returns (passed, failed)."""
+    passed = failed = 0
+    print(f"{'loop':10s} {'backend':8s} {'check':40s} {'max error':>11s} {'tolerance':>11s}"
+          f" {'seconds':>8s}  result", file=out, flush=True)
+    for loop in loops:
+        if not _has_checks(loop):
+            print(f"{loop:10s} {'-':8s} {'-':40s} {'-':>11s} {'-':>11s} {'-':>8s}  no checks yet",
+                  file=out, flush=True)
             continue
-        for b in backend_list:
-            try:
-                checks = mod._verify(b, np.random.default_rng(0))
-            except BackendUnavailableError as exc:
-                rows.append((loop, b, "-", None, None, f"skipped: {exc}"))
-                continue
-            for name, err, tol in checks:
-                rows.append((loop, b, name, err, tol, "pass" if err <= tol else "FAIL"))
-    return rows
+        t0 = time.perf_counter()
+        for _, b, name, err, tol, res in run_checks([loop], backend_list):
+            dt = time.perf_counter() - t0
+            e = "-" if err is None else f"{err:.3g}"
+            t = "-" if tol is None else f"{tol:.3g}"
+            if res.startswith("skipped"):
+                res = "skipped (no kernel)" if "has no" in res else res
+            print(f"{loop:10s} {b:8s} {name:40s} {e:>11s} {t:>11s} {dt:8.2f}  {res}",
+                  file=out, flush=True)
+            passed += res == "pass"
+            failed += res == "FAIL"
+            t0 = time.perf_counter()
+    return passed, failed
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    avail = [b for b, r in backends().items() if r is None]
-    chosen = args.backends or avail
-    rows = _verify_rows(chosen)
-    failed = 0
-    print(f"{'loop':10s} {'backend':8s} {'check':34s} {'max error':>11s} {'tolerance':>11s}  result")
-    for loop, b, name, err, tol, res in rows:
-        e = "-" if err is None else f"{err:.3g}"
-        t = "-" if tol is None else f"{tol:.3g}"
-        if res.startswith("skipped"):
-            res = "skipped (no kernel)" if "has no" in res else res
-        print(f"{loop:10s} {b:8s} {name:34s} {e:>11s} {t:>11s}  {res}")
-        failed += res == "FAIL"
-    print(f"{sum(r[5] == 'pass' for r in rows)} passed, {failed} failed")
+    chosen = args.backends or backends().available()
+    passed, failed = _print_checks(_loops(args.loops), chosen)
+    print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
 
 def cmd_warmup(args: argparse.Namespace) -> int:
-    import time
-
+    """Run every check on the numba backend once, so its kernels are compiled and cached
+    (Numba cache=True): later processes load them instead of compiling."""
+    if backends()["numba"] is not None:
+        print(f"nothing to warm up: {backends()['numba']}")
+        return 0
     t0 = time.perf_counter()
-    rows = _verify_rows(["numba"])
-    n = sum(r[5] == "pass" for r in rows)
-    print(f"compiled and cached {n} numba kernel checks in {time.perf_counter() - t0:.1f} s")
-    return 0 if all(r[5] != "FAIL" for r in rows) else 1
+    passed, failed = _print_checks(_loops(args.loops), ["numba"])
+    print(f"compiled and cached the numba kernels of {passed + failed} checks "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 1 if failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .benchmarks import SUITES
-
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyml", description=__doc__)
+    p.add_argument("--version", action="version", version=f"pyml {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, backends (and why unavailable), SIMD, threads, GPU")
-    b = sub.add_parser("bench", help="time pyml backends against peers on one problem")
-    b.add_argument("kernel", choices=list(SUITES) + ["all"])
+    b = sub.add_parser("bench", help="time pyml backends against peers on one problem",
+                       epilog=f"old names: {', '.join(f'{k} = {v}' for k, v in ALIASES.items())}. "
+                       'Peers come with  pip install "pyml[bench]".')
+    b.add_argument("kernel", choices=list(SUITES) + list(ALIASES) + ["all"],
+                   help="hot loop to time, 'startup' (import and first-call times) or 'all'")
     b.add_argument("--backends", nargs="+", choices=BACKENDS, help="pyml backends (default: available compiled ones)")
-    b.add_argument("--peers", nargs="*", help="peer libraries (default: every installed one; none: --peers)")
-    b.add_argument("--size", default="default", help="problem size preset (default, small, large)")
+    valid = sorted({p for v in PEERS.values() for p in v})
+    b.add_argument("--peers", nargs="*", metavar="PEER",
+                   help=f"peer libraries ({', '.join(valid)}; default: every installed one; "
+                        "none: --peers with no name)")
+    b.add_argument("--size", default="default", choices=SIZES, help="problem size preset")
     b.add_argument("--repeat", type=int, default=5, help="timed repeats; the median is reported")
     b.add_argument("--threads", type=int, help="threads for pyml, BLAS and peers")
+    b.add_argument("--under-load", action="store_true",
+                   help="time each row again beside a CPU-burning process; report loaded/quiet")
     b.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="write a bar chart")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(parser=b)  # so that bench's errors read "pyml bench: error: ..."
     v = sub.add_parser("verify", help="every available backend against the reference")
+    v.add_argument("loops", nargs="*", type=_loop_name, metavar="LOOP",
+                   help=f"hot loops to verify ({', '.join(LOOPS)}; default: all)")
     v.add_argument("--backends", nargs="+", choices=BACKENDS)
-    sub.add_parser("warmup", help="compile and cache every Numba kernel")
-    args = p.parse_args(argv)
-    return {"info": cmd_info, "bench": cmd_bench, "verify": cmd_verify, "warmup": cmd_warmup}[args.command](args)
+    w = sub.add_parser("warmup", help="compile and cache every Numba kernel")
+    w.add_argument("loops", nargs="*", type=_loop_name, metavar="LOOP",
+                   help=f"hot loops to warm up ({', '.join(LOOPS)}; default: all)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        if args.kernel == "startup" and args.under_load:
+            args.parser.error("--under-load does not apply to the startup suite")
+        return cmd_bench(args, args.parser)
+    return {"info": cmd_info, "verify": cmd_verify, "warmup": cmd_warmup}[args.command](args)
 
 
 if __name__ == "__main__":

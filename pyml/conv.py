@@ -1,9 +1,10 @@
-"""2-D convolution and pooling (NCHW), forward and backward: the public API.
+"""2-D convolution (NCHW), forward and backward: the public API (pooling: :mod:`pyml.pool`).
 
-Validation happens once here; the method choice and GEMMs live in
-:mod:`pyml._conv_driver`; the loops in kernels/numba/conv.py and csrc/conv.cpp; the oracle
-in :mod:`pyml.reference.conv` (cross-correlation S(i,j) = sum_m sum_n I(i+m, j+n) K(m, n),
-seeds 000/002; W_out = floor((W + 2P - D(K-1) - 1)/S) + 1, seed 004).
+Validation happens once here; the backend contract, method choice and GEMMs live in
+:mod:`pyml._conv_driver`; the loops in kernels/numba/conv.py, csrc/conv.cpp and
+kernels/cuda/conv.cu; the oracle in :mod:`pyml.reference.conv`: the cross-correlation
+S(i,j) = sum_m sum_n I(i+m, j+n) K(m, n) of Goodfellow, Bengio & Courville, *Deep Learning*
+(2016), eq. 9.6, with output size W_out = floor((W + 2P - D(K-1) - 1)/S) + 1.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from . import _conv_driver as drv
 from ._backend import array_module, is_cupy
 from ._validation import check_array, check_int
+
 
 def _pair(v, name: str, min_value: int) -> tuple[int, int]:
     if type(v) is int and v >= min_value:  # the common case, without the generic checks
@@ -37,14 +39,22 @@ def conv_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int], s
     >>> conv_output_shape((1, 1, 3, 3), (1, 1, 2, 2))
     (1, 1, 2, 2)
     """
+    input_shape, weight_shape = _shape(input_shape, "input_shape"), _shape(weight_shape, "weight_shape")
     if len(input_shape) != 4 or len(weight_shape) != 4:
         raise ValueError(f"input_shape and weight_shape must have 4 entries (NCHW / OCKK), "
                          f"got {tuple(input_shape)} and {tuple(weight_shape)}")
-    N, _, H, W = (int(v) for v in input_shape)
-    O, _, KH, KW = (int(v) for v in weight_shape)
+    N, _, H, W = (check_int(v, "input_shape", min_value=1) for v in input_shape)
+    O, _, KH, KW = (check_int(v, "weight_shape", min_value=1) for v in weight_shape)
     s, d = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
     p = _padding(padding, (KH, KW), d, s)[0]
     return _output_shape(N, H, W, O, KH, KW, s, p, d)
+
+
+def _shape(v, name: str) -> tuple:
+    """A shape argument as a tuple (a clear TypeError for None or a scalar)."""
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+        raise TypeError(f"{name} must be a sequence of ints, got {type(v).__name__} {v!r}")
+    return tuple(v)
 
 
 def _output_shape(N, H, W, O, KH, KW, s, p, d):
@@ -96,6 +106,10 @@ def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
     s, d = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
     p, extra = _padding(padding, (KH, KW), d, s)
     if extra != (0, 0):  # odd total 'same' padding: the extra row/column goes bottom/right
+        if not check_finite and not bool(xp.isfinite(w).all()):
+            raise ValueError("w contains NaN or infinity and padding='same' with an even kernel "
+                             "extent pads an explicit zero row/column (0 * inf = NaN there); "
+                             "pass an explicit padding or finite weights")
         x = xp.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
     _output_shape(x.shape[0], x.shape[2], x.shape[3], O, KH, KW, s, p, d)  # raises if no fit
     return x, w, bias, s, p, d, groups, extra
@@ -111,7 +125,10 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
     stride, dilation : int or (int, int), >= 1
     padding : int, (int, int), "valid" or "same" (zero padding)
     groups : int dividing C and O (groups=C is depthwise)
-    backend : "auto", "python", "numba", "cpp" or "cuda" (CuPy arrays in and out)
+    backend : None (the configured default: config_context / set_backend / PYML_BACKEND),
+        "auto", "python", "numba", "cpp" or "cuda" (CuPy arrays in and out)
+    check_finite : refuse NaN / infinity in the inputs (one read pass); with False, non-finite
+        weights still give the reference's result at padded borders (no 0 * inf terms)
 
     Returns
     -------
@@ -119,7 +136,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
 
     Examples
     --------
-    The seed example (I * K with K = [[1, 0], [0, -1]]):
+    A 3x3 image cross-correlated with K = [[1, 0], [0, -1]]:
 
     >>> import numpy as np, pyml
     >>> I = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
@@ -130,10 +147,8 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
     """
     x, w, bias, s, p, d, groups, _ = _prepare(x, w, bias, stride, padding, dilation, groups,
                                               check_finite)
-    b = drv.CONV2D.resolve(backend, x, w)
-    if b in ("python", "cuda"):  # whole-convolution kernels (reference / direct CUDA)
-        return drv.CONV2D.get(b)(x, w, bias, s, p, d, groups)
-    return drv.conv2d(x, w, bias, s, p, d, groups, b)
+    b = drv.resolve(backend, "conv2d", x, w)
+    return drv.conv2d(x, w, bias, s, p, d, groups, b, finite=check_finite)
 
 
 def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int = 1,
@@ -153,7 +168,7 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int
     >>> float(gb[0])
     4.0
     """
-    needs = tuple(needs)
+    needs = _shape(needs, "needs")
     bad = [n for n in needs if n not in ("input", "weight", "bias")]
     if bad:
         raise ValueError(f"needs must be a subset of ('input', 'weight', 'bias'), got {needs!r}")
@@ -163,22 +178,11 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int
     gy = check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype, check_finite=check_finite)
     if gy.shape != shape:
         raise ValueError(f"grad_out must have the output shape {shape}, got {gy.shape}")
-    b = drv.CONV2D.resolve(backend, x, w, gy)
-    if b in ("python", "cuda"):
-        gx, gw, gb = drv.CONV2D_BACKWARD.get(b)(gy, x, w, s, p, d, groups)
-        gx = gx if "input" in needs else None
-        gw = gw if "weight" in needs else None
-        gb = gb if "bias" in needs else None
-    else:
-        gx, gw, gb = drv.conv2d_backward(gy, x, w, s, p, d, groups, needs, b)
+    b = drv.resolve(backend, "conv2d_backward", x, w, gy)
+    gx, gw, gb = drv.conv2d_backward(gy, x, w, s, p, d, groups, needs, b, finite=check_finite)
     if gx is not None and extra != (0, 0):
         gx = array_module(gx).ascontiguousarray(gx[:, :, :gx.shape[2] - extra[0], :gx.shape[3] - extra[1]])
     return gx, gw, gb
 
 
-from .pool import (  # noqa: E402  (pooling shares the helpers above)
-    avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward)
-from ._conv_verify import _verify  # noqa: E402,F401
-
-__all__ = ["conv2d", "conv2d_backward", "conv_output_shape", "max_pool2d", "max_pool2d_backward",
-           "avg_pool2d", "avg_pool2d_backward"]
+__all__ = ["conv2d", "conv2d_backward", "conv_output_shape"]

@@ -1,8 +1,8 @@
-"""Tabular grid environments (GridWorld, CliffWalking as in seed 003) stored as arrays, so
-compiled Q-learning/SARSA episode loops can step them, and convertible to (P, R) for
-value iteration.
+"""Tabular grid environments (GridWorld; CliffWalking after Sutton & Barto 2018, Example 6.6)
+stored as arrays, so compiled Q-learning/SARSA episode loops can step them, and convertible
+to (P, R) for value iteration.
 
-Actions are numbered as seed 003 does: 0 = up, 1 = down, 2 = right, 3 = left
+Actions are numbered 0 = up, 1 = down, 2 = right, 3 = left
 (gymnasium's CliffWalking uses 0 up, 1 right, 2 down, 3 left).
 """
 from __future__ import annotations
@@ -23,8 +23,9 @@ class GridWorld:
     """A grid from a layout of strings: '.' free, '#' wall, 'S' start, 'G' goal, 'C' cliff.
 
     Entering a free cell costs ``step_reward``, the goal gives ``goal_reward`` and ends
-    the episode; the cliff gives ``cliff_reward`` and either ends the episode (seed 003,
-    ``cliff_ends_episode=True``) or sends the agent back to the start (gymnasium).
+    the episode; the cliff gives ``cliff_reward`` and either ends the episode
+    (``cliff_ends_episode=True``, a common teaching variant) or sends the agent back to the
+    start (Sutton & Barto's Example 6.6, and gymnasium).
     Moves into a wall or off the grid leave the agent in place. With probability
     ``slip`` the move goes perpendicular instead (half each side).
 
@@ -116,10 +117,11 @@ class GridWorld:
 
 
 def CliffWalking(cliff_ends_episode: bool = True, slip: float = 0.0) -> GridWorld:
-    """The 4x12 cliff walk of seed 003: start s(3,0), goal s(3,11), cliff s(3,1..10).
+    """The 4x12 cliff walk of Sutton & Barto, Example 6.6: start s(3,0), goal s(3,11), cliff s(3,1..10).
 
-    Reward -1 per step, -100 for the cliff, 0 for reaching the goal (as the seed states).
-    ``cliff_ends_episode=True`` is the seed's variant; False is gymnasium's (back to start).
+    Reward -1 per step, -100 for the cliff, 0 for reaching the goal.
+    ``cliff_ends_episode=True`` ends the episode at the cliff; False sends the agent back to
+    the start, as the book and gymnasium do.
 
     Examples
     --------

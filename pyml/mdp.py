@@ -1,6 +1,6 @@
 """Value iteration, policy iteration and policy evaluation on dense or sparse MDPs.
 
-Bellman optimality backup (seeds 001 section 5.3 / 004):
+Bellman optimality backup (Sutton & Barto 2018, section 4.4, eq. 4.10):
 V(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')]. API layer: validation once, then
 the shared driver (:mod:`pyml._mdp_driver`) calls one sweep kernel per backend.
 """
@@ -15,7 +15,7 @@ from . import _mdp_driver as drv
 from ._backend import BackendUnavailableError, is_cupy, to_numpy
 from ._validation import check_array, check_csr, check_int, check_scalar
 
-__all__ = ["MDPResult", "value_iteration", "policy_iteration", "policy_evaluation", "q_values",
+__all__ = ["MDP", "MDPResult", "value_iteration", "policy_iteration", "policy_evaluation", "q_values",
            "greedy_policy", "from_gymnasium"]
 
 
@@ -101,6 +101,51 @@ def _check_model(P: Any, R: Any, *, check_finite: bool = True) -> drv.Model:
     return model
 
 
+class MDP:
+    """A validated MDP (P, R) in the layout the kernels read, built once and reused.
+
+    Pass it as ``P`` (with ``R=None``) to :func:`value_iteration`, :func:`policy_iteration`,
+    :func:`policy_evaluation`, :func:`q_values` or :func:`greedy_policy` to solve the same
+    model several times (other discount factors, tolerances, policies) without validating
+    and converting P again.
+
+    Examples
+    --------
+    >>> import numpy as np, pyml
+    >>> m = pyml.mdp.MDP(np.array([[[1.0, 0.0], [0.0, 1.0]]]), np.array([[1.0], [0.0]]))
+    >>> m.S, m.A, round(float(pyml.value_iteration(m, None, 0.5, epsilon=1e-9).V[0]), 6)
+    (2, 1, 2.0)
+    """
+
+    def __init__(self, P: Any, R: Any, check_finite: bool = True):
+        self._model = _check_model(P, R, check_finite=check_finite)
+
+    @property
+    def S(self) -> int:
+        return self._model.S
+
+    @property
+    def A(self) -> int:
+        return self._model.A
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._model.dtype
+
+    def __repr__(self) -> str:
+        kind = "sparse" if self._model.sparse else "dense"
+        return f"MDP(S={self.S}, A={self.A}, {kind} {np.dtype(self.dtype).name} P)"
+
+
+def _model(P: Any, R: Any, check_finite: bool = True) -> drv.Model:
+    """The validated model of (P, R), or the one an :class:`MDP` already holds."""
+    if isinstance(P, MDP):
+        if R is not None:
+            raise ValueError("R must be None when P is an MDP (the MDP already holds its rewards)")
+        return P._model
+    return _check_model(P, R, check_finite=check_finite)
+
+
 def _cpu_backend(model: drv.Model, backend: str, what: str) -> str:
     be = model.table().resolve(backend)
     if be == "cuda":
@@ -173,7 +218,7 @@ def value_iteration(P: Any, R: Any, gamma: float, epsilon: float = 1e-6, max_ite
     """
     if method not in ("jacobi", "gauss-seidel"):
         raise ValueError(f"method must be 'jacobi' or 'gauss-seidel', got {method!r}")
-    model = _check_model(P, R, check_finite=check_finite)
+    model = _model(P, R, check_finite)
     gamma, max_iter = _check_gamma(gamma, max_iter)
     epsilon = check_scalar(epsilon, "epsilon", low=0.0, low_inclusive=False)
     V0 = np.zeros(model.S) if V0 is None else _check_V(V0, model.S)
@@ -199,7 +244,7 @@ def policy_evaluation(P: Any, R: Any, gamma: float, policy: Any, method: str = "
     >>> np.round(pyml.policy_evaluation(P, R, 0.5, np.array([0, 0])), 6).tolist()
     [3.0, 4.0]
     """
-    model = _check_model(P, R, check_finite=check_finite)
+    model = _model(P, R, check_finite)
     gamma, max_iter = _check_gamma(gamma, max_iter, 100_000)
     pol = _check_policy(policy, model.S, model.A)
     if method == "exact":
@@ -230,7 +275,7 @@ def policy_iteration(P: Any, R: Any, gamma: float, evaluation: str = "exact", ep
     """
     if evaluation not in ("exact", "iterative"):
         raise ValueError(f"evaluation must be 'exact' or 'iterative', got {evaluation!r}")
-    model = _check_model(P, R, check_finite=check_finite)
+    model = _model(P, R, check_finite)
     gamma = check_scalar(gamma, "gamma", low=0.0, high=1.0, high_inclusive=False)
     max_iter = check_int(max_iter, "max_iter", min_value=1)
     epsilon = check_scalar(epsilon, "epsilon", low=0.0, low_inclusive=False)
@@ -252,14 +297,13 @@ def q_values(P: Any, R: Any, gamma: float, V: Any, backend: str = "auto") -> np.
     >>> pyml.q_values(P, R, 0.9, np.array([10.0, 0.0])).tolist()
     [[10.0], [0.0]]
     """
-    model = _check_model(P, R)
+    model = _model(P, R)
     gamma = check_scalar(gamma, "gamma", low=0.0, high=1.0)
     V = _check_V(V, model.S, "V")
     if model.table().resolve(backend) == "python":
         from .reference.mdp import q_values as ref
 
-        import scipy.sparse as sp
-        Pin = [sp.csr_matrix(Pa) for Pa in P] if isinstance(P, (list, tuple)) else model.P
+        Pin = [_full_csr(model)[a::model.A] for a in range(model.A)] if model.sparse else model.P
         return ref(Pin, model.R, gamma, V)
     return model.R + gamma * model.expected_next(V)
 
@@ -302,46 +346,3 @@ def from_gymnasium(env: Any) -> tuple[np.ndarray, np.ndarray]:
         P[:, s, s] = 1.0
         R[s, :] = 0.0
     return P, R
-
-
-def _verify(backend: str, rng: np.random.Generator) -> list[tuple[str, float, float]]:
-    """Run the backend's sweeps on small random MDPs against the reference (pyml verify/warmup)."""
-    import scipy.sparse as sp
-
-    from .reference import mdp as ref
-
-    drv.SWEEP_DENSE.resolve(backend)
-    rows = []
-    S, A, gamma = 23, 3, 0.9
-    for dtype in (np.float32, np.float64):
-        P = rng.random((A, S, S))
-        P /= P.sum(axis=2, keepdims=True)
-        P = P.astype(dtype)
-        R = rng.standard_normal((S, A))
-        Ps = [sp.csr_matrix(np.where(P[a] > np.quantile(P[a], 0.7), P[a], 0)) for a in range(A)]
-        Ps = [sp.csr_matrix(m.multiply(1.0 / m.sum(axis=1)).astype(dtype)) for m in Ps]
-        for kind, Pin in (("dense", P), ("sparse", Ps)):
-            for method in ("jacobi", "gauss-seidel"):
-                model = _check_model(Pin, R)
-                want = drv.sweeps(model, "python", gamma, np.zeros(S), 0.0, 5, method == "gauss-seidel")[0]
-                got = drv.sweeps(model, backend, gamma, np.zeros(S), 0.0, 5, method == "gauss-seidel")[0]
-                # Both sum S float64 products, in different orders: rounding bound ~ S eps |V|.
-                tol = 64 * float(np.finfo(np.float64).eps) * max(1.0, float(np.abs(want).max())) * S
-                rows.append((f"{kind} {method} {np.dtype(dtype).name}",
-                             float(np.abs(got - want).max()), tol))
-    env_check = _verify_td(backend)
-    rows.extend(env_check)
-    return rows
-
-
-def _verify_td(backend: str) -> list[tuple[str, float, float]]:
-    from . import envs
-    from .rl import q_learning, sarsa
-
-    env = envs.CliffWalking()
-    out = []
-    for name, fn in (("q_learning", q_learning), ("sarsa", sarsa)):
-        want = fn(env, episodes=3, seed=1, backend="python").Q
-        got = fn(env, episodes=3, seed=1, backend=backend).Q
-        out.append((f"{name} cliff walking", float(np.abs(got - want).max()), 1e-12))
-    return out

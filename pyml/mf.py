@@ -1,6 +1,6 @@
 """Matrix factorization: :class:`ALS` (explicit and implicit feedback) and :func:`mf_sgd`.
 
-API layer: validation and defaults here, iteration in :mod:`pyml._als_driver`, one
+API layer: validation and defaults here, iteration in :mod:`pyml._mf_driver`, one
 half-step kernel per backend (reference: :mod:`pyml.reference.mf`).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _als_driver as drv
+from . import _mf_driver as drv
 from ._validation import check_csr, check_dtype_arg, check_int, check_random_state, check_scalar
 
 __all__ = ["ALS", "mf_sgd"]
@@ -37,7 +37,8 @@ class ALS:
     --------
     >>> import pyml
     >>> R, _ = pyml.datasets.synthetic_ratings(30, 20, 200, rank=2, seed=0)
-    >>> m = pyml.ALS(factors=4, iterations=3, random_state=0, show_progress=False).fit(R)
+    >>> m = pyml.ALS(factors=4, iterations=3, random_state=0, show_progress=False,
+    ...              compute_loss=True).fit(R)
     >>> m.user_factors.shape, m.item_factors.shape, len(m.loss_)
     ((30, 4), (20, 4), 3)
     """
@@ -46,7 +47,7 @@ class ALS:
                  implicit: bool = False, alpha: float = 1.0, cg_steps: int = 3, exact: bool = False,
                  dtype: Any = np.float32, random_state: Any = None, backend: str = "auto",
                  callback: Callable[[int, float, float], Any] | None = None,
-                 show_progress: bool = True, compute_loss: bool = True) -> None:
+                 show_progress: bool = True, compute_loss: bool = False) -> None:
         self.factors, self.regularization, self.iterations = factors, regularization, iterations
         self.implicit, self.alpha, self.cg_steps, self.exact = implicit, alpha, cg_steps, exact
         self.dtype, self.random_state, self.backend = dtype, random_state, backend
@@ -69,11 +70,9 @@ class ALS:
 
     def _solve_rows(self, R, Y, X):
         """Solve the rows of R against fixed Y with the fitted settings (X warm start)."""
-        dt = Y.dtype
-        backend = drv.HALF_STEP.resolve(self.backend, Y)
-        drv.half_step(drv.HALF_STEP.get(backend), drv.CSRArrays(R, dt), Y, X,
-                      self.regularization, self.alpha, self.cg_steps, self.implicit, self.exact)
-        return X
+        return drv.solve_rows(drv.HALF_STEP.resolve(self.backend, Y), R, Y, X,
+                              reg=self.regularization, alpha=self.alpha, cg_steps=self.cg_steps,
+                              implicit=bool(self.implicit), exact=bool(self.exact))
 
     # ------------------------------------------------------------------ fit
     def fit(self, R, y=None) -> "ALS":
@@ -86,17 +85,11 @@ class ALS:
         # small random start (as implicit does) so the first half-step is well conditioned
         X = (rng.random((n_users, f)) * 0.01).astype(dt)
         Y = (rng.random((n_items, f)) * 0.01).astype(dt)
-        xp = np
-        if backend == "cuda":  # factors and ratings live on the device for the whole fit
-            import cupy as xp
-        X, Y = xp.asarray(X), xp.asarray(Y)
-        Rui, Riu = drv.CSRArrays(R, dt, xp), drv.CSRArrays(R.T.tocsr(), dt, xp)
-        self.loss_ = drv.als_fit(backend, Rui, Riu, X, Y, reg=reg, alpha=alpha, iterations=it,
-                                 cg_steps=cg, implicit=bool(self.implicit), exact=bool(self.exact),
-                                 callback=self.callback, show_progress=self.show_progress,
-                                 compute_loss=self.compute_loss)
-        if xp is not np:  # the input was a host (scipy) matrix: outputs follow inputs
-            X, Y = X.get(), Y.get()
+        X, Y, self.loss_ = drv.als_fit(backend, R, X, Y, reg=reg, alpha=alpha, iterations=it,
+                                       cg_steps=cg, implicit=bool(self.implicit),
+                                       exact=bool(self.exact), callback=self.callback,
+                                       show_progress=self.show_progress,
+                                       compute_loss=self.compute_loss)
         self.user_factors, self.item_factors, self.backend_ = X, Y, backend
         return self
 
@@ -243,5 +236,3 @@ def mf_sgd(R, factors: int = 16, lr: float = 0.01, regularization: float = 0.01,
                 epochs=epochs, deterministic=bool(deterministic), rng=rng)
     return U, V
 
-
-from ._mf_verify import _verify  # noqa: E402,F401  (pyml verify / warmup entry point)

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_random_state
-from .conv import conv2d, conv2d_backward
+from ._validation import check_dtype_arg, check_int, check_random_state
+from .conv import _pair, conv2d, conv2d_backward
+from .mha import multi_head_attention, multi_head_attention_backward
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 
@@ -49,13 +50,27 @@ class Module:
         return self.forward(x)
 
 
+def _forward_first(layer: Module, cached) -> None:
+    """Backward pairs grad_out with what forward cached; without a forward there is none."""
+    if cached is None:
+        raise ValueError(f"{type(layer).__name__}.backward(grad_out) called before forward: "
+                         "call forward(x) first, its input is what grad_out refers to")
+
+
 class Conv2d(Module):
     """2-D convolution layer (pyml.conv2d), He-initialised weight (O, C/groups, KH, KW)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, dtype=np.float32,
                  random_state=None, backend: str | None = None):
-        kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
+        in_channels = check_int(in_channels, "in_channels", min_value=1)
+        out_channels = check_int(out_channels, "out_channels", min_value=1)
+        groups = check_int(groups, "groups", min_value=1)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        kh, kw = _pair(kernel_size, "kernel_size", 1)
+        dtype = check_dtype_arg(dtype)
         rng = check_random_state(random_state)
         fan_in = in_channels // groups * kh * kw
         self.weight = (rng.standard_normal((out_channels, in_channels // groups, kh, kw))
@@ -65,12 +80,14 @@ class Conv2d(Module):
         self.backend = backend
         self.grad_weight = np.zeros_like(self.weight)
         self.grad_bias = np.zeros_like(self.bias) if bias else None
+        self._x = None
 
     def forward(self, x):
         self._x = x
         return conv2d(x, self.weight, self.bias, **self.opts, backend=self.backend)
 
     def backward(self, grad_out):
+        _forward_first(self, self._x)
         needs = ("input", "weight", "bias") if self.bias is not None else ("input", "weight")
         gx, gw, gb = conv2d_backward(grad_out, self._x, self.weight, **self.opts, needs=needs,
                                      backend=self.backend)
@@ -91,13 +108,15 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
         self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+        self._shape = None
 
     def forward(self, x):
-        self._shape = x.shape
+        self._shape = np.shape(x)
         z, self._idx = max_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
         return z
 
     def backward(self, grad_out):
+        _forward_first(self, self._shape)
         return max_pool2d_backward(grad_out, self._idx, self._shape, backend=self.backend)
 
 
@@ -106,14 +125,61 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
         self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+        self._shape = None
 
     def forward(self, x):
-        self._shape = x.shape
+        self._shape = np.shape(x)
         return avg_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
 
     def backward(self, grad_out):
+        _forward_first(self, self._shape)
         return avg_pool2d_backward(grad_out, self._shape, self.kernel_size, self.stride,
                                    self.padding, backend=self.backend)
+
+
+class MultiHeadAttention(Module):
+    """Self-attention over x (B, N, E) with ``num_heads`` heads; Xavier-initialised (E, E) weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyml import nn
+    >>> layer = nn.MultiHeadAttention(8, 2, causal=True, random_state=0)
+    >>> y = layer.forward(np.ones((3, 5, 8), np.float32))
+    >>> layer.backward(np.ones_like(y)).shape
+    (3, 5, 8)
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, causal: bool = False, dtype=np.float32,
+                 random_state=None, backend: str | None = None):
+        E = check_int(embed_dim, "embed_dim", min_value=1)
+        self.num_heads = check_int(num_heads, "num_heads", min_value=1)
+        if E % self.num_heads:
+            raise ValueError(f"embed_dim {E} is not divisible by num_heads={num_heads}")
+        rng = check_random_state(random_state)
+        self.w_q, self.w_k, self.w_v, self.w_o = (
+            (rng.standard_normal((E, E)) * np.sqrt(1.0 / E)).astype(dtype) for _ in range(4))
+        self._grads = [np.zeros_like(w) for w in self.params()]
+        self.causal, self.backend = bool(causal), backend
+
+    def params(self):
+        return [self.w_q, self.w_k, self.w_v, self.w_o]
+
+    def grads(self):
+        return self._grads
+
+    def forward(self, x):
+        self._x = x
+        return multi_head_attention(x, *self.params(), num_heads=self.num_heads,
+                                    causal=self.causal, backend=self.backend)
+
+    def backward(self, grad_out):
+        dx, *dws = multi_head_attention_backward(grad_out, self._x, *self.params(),
+                                                 num_heads=self.num_heads, causal=self.causal,
+                                                 backend=self.backend)
+        for g, d in zip(self._grads, dws):
+            g += d
+        return dx
 
 
 class ReLU(Module):
@@ -234,6 +300,3 @@ class Adam:
             vhat = v / (1 - b2 ** self.t)
             p -= (self.lr * mhat / (np.sqrt(vhat) + self.eps)).astype(p.dtype, copy=False)
 
-
-# Attention layers (pyml/_nn_attention.py) are imported here by the attention loop.
-from ._nn_attention import MultiHeadAttention  # noqa: E402,F401

@@ -1,9 +1,10 @@
-"""Max and average pooling (NCHW), forward and backward: the public API.
+"""Max and average pooling (NCHW), forward and backward: the public API of the conv loop's
+pooling kernels (one-way: this module uses pyml.conv's argument helpers, never the reverse).
 
-Z(i, j) = max / mean of the KH x KW window at (s*i - p, s*j - p) (seed 002 sec. 16.3);
-zero padding never wins a max and counts in the mean (as PyTorch's count_include_pad).
-NumPy in -> NumPy out on the CPU backends; CuPy in -> CuPy out on the CUDA kernels
-(pyml._pool_cuda, kernels/cuda/pool.cu), validated on the device without a host copy.
+Z(i, j) = max / mean of the KH x KW window at (s*i - p, s*j - p) (Goodfellow, Bengio &
+Courville, *Deep Learning*, sec. 9.3); zero padding never wins a max and counts in the mean
+(as PyTorch's count_include_pad). NumPy in -> NumPy out on the CPU backends; CuPy in -> CuPy
+out on the CUDA kernels (kernels/cuda/conv.cu), validated on the device without a host copy.
 """
 from __future__ import annotations
 
@@ -12,17 +13,9 @@ from typing import Sequence
 import numpy as np
 
 from . import _conv_driver as drv
-from ._backend import array_module, is_cupy, resolve_backend
+from ._backend import array_module, is_cupy
 from ._validation import check_array, check_int
-
-
-def _pair(v, name: str, min_value: int) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-        return tuple(check_int(a, name, min_value=min_value) for a in v)  # type: ignore[return-value]
-    a = check_int(v, name, min_value=min_value)
-    return a, a
+from .conv import _pair, _shape
 
 
 def _options(x, kernel_size, stride, padding, check_finite):
@@ -40,22 +33,8 @@ def _options(x, kernel_size, stride, padding, check_finite):
     return x, k, s, p, (x.shape[0], x.shape[1], OH, OW)
 
 
-def _resolve(table, backend, *arrays) -> str:
-    """The table's backend for these arrays; CuPy input may also take the CUDA kernels
-    (pyml._pool_cuda), NumPy input resolves exactly as before."""
-    if any(is_cupy(a) for a in arrays):
-        return resolve_backend(backend, table.family, table.backends + ("cuda",), *arrays)
-    return table.resolve(backend, *arrays)
-
-
-def _cuda(name: str):
-    from . import _pool_cuda
-
-    return getattr(_pool_cuda, name)
-
-
 def _input_shape(input_shape) -> tuple[int, int, int, int]:
-    shape = tuple(check_int(v, "input_shape", min_value=1) for v in input_shape)
+    shape = tuple(check_int(v, "input_shape", min_value=1) for v in _shape(input_shape, "input_shape"))
     if len(shape) != 4:
         raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
     return shape  # type: ignore[return-value]
@@ -74,13 +53,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, backend: str | None = 
            [13., 15.]]), array([[ 5,  7],
            [13, 15]]))
     """
-    x, k, s, p, _ = _options(x, kernel_size, stride, padding, check_finite)
-    b = _resolve(drv.MAX_POOL, backend, x)
-    if b == "cuda":
-        return _cuda("max_pool2d")(x, k, s, p)
-    if b == "python":
-        return drv.MAX_POOL.get("python")(x, k, s, p)
-    return drv.max_pool2d(x, k, s, p, b)
+    x, k, s, p, out = _options(x, kernel_size, stride, padding, check_finite)
+    b = drv.resolve(backend, "max_pool2d", x)
+    return drv.max_pool2d(x, k, s, p, out[2:], b)
 
 
 def max_pool2d_backward(grad_out, indices, input_shape: Sequence[int], *,
@@ -107,11 +82,7 @@ def max_pool2d_backward(grad_out, indices, input_shape: Sequence[int], *,
     idx = xp.ascontiguousarray(idx, dtype=np.int64)
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= shape[2] * shape[3]):
         raise ValueError(f"indices must lie in [0, {shape[2] * shape[3]})")
-    b = _resolve(drv.MAX_POOL_BWD, backend, gz)
-    if b == "cuda":
-        return _cuda("max_pool2d_backward")(gz, idx, shape)
-    if b == "python":
-        return drv.MAX_POOL_BWD.get("python")(gz, idx, shape)
+    b = drv.resolve(backend, "max_pool2d_backward", gz)
     return drv.max_pool2d_backward(gz, idx, shape, b)
 
 
@@ -124,13 +95,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, backend: str | None = 
     array([[ 2.5,  4.5],
            [10.5, 12.5]])
     """
-    x, k, s, p, _ = _options(x, kernel_size, stride, padding, check_finite)
-    b = _resolve(drv.AVG_POOL, backend, x)
-    if b == "cuda":
-        return _cuda("avg_pool2d")(x, k, s, p)
-    if b == "python":
-        return drv.AVG_POOL.get("python")(x, k, s, p)
-    return drv.avg_pool2d(x, k, s, p, b)
+    x, k, s, p, out = _options(x, kernel_size, stride, padding, check_finite)
+    b = drv.resolve(backend, "avg_pool2d", x)
+    return drv.avg_pool2d(x, k, s, p, out[2:], b)
 
 
 def avg_pool2d_backward(grad_out, input_shape: Sequence[int], kernel_size, stride=None,
@@ -149,9 +116,8 @@ def avg_pool2d_backward(grad_out, input_shape: Sequence[int], kernel_size, strid
     want = shape[:2] + out[2:]
     if gz.shape != want:
         raise ValueError(f"grad_out must have shape {want}, got {gz.shape}")
-    b = _resolve(drv.AVG_POOL_BWD, backend, gz)
-    if b == "cuda":
-        return _cuda("avg_pool2d_backward")(gz, shape, k, s, p)
-    if b == "python":
-        return drv.AVG_POOL_BWD.get("python")(gz, shape, k, s, p)
+    b = drv.resolve(backend, "avg_pool2d_backward", gz)
     return drv.avg_pool2d_backward(gz, shape, k, s, p, b)
+
+
+__all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]

@@ -1,6 +1,6 @@
 """Tabular Q-learning and SARSA with the episode loop compiled (numba, cpp).
 
-Update (seed 001 section 5.14, seed 003 steps 2.3-2.4):
+Update (Sutton & Barto 2018, eq. 6.8 for Q-learning, eq. 6.7 for SARSA):
 q(S_t,A_t) <- q(S_t,A_t) + alpha (y_t - q(S_t,A_t)), y_t = r_t at a terminal state,
 else r_t + gamma max_a q(S_{t+1}, a) (Q-learning) or r_t + gamma q(S_{t+1}, A_{t+1}) (SARSA).
 Random numbers come from one SplitMix64 stream shared by every backend, so a seed gives
@@ -87,7 +87,8 @@ def play(env: GridWorld, actions: Sequence[int], Q: Any = None, alpha: float = 0
     """Drive one episode with a fixed action sequence, applying the Q-learning update.
 
     Intended moves only (no slip). Stops early when the episode ends. Returns the updated
-    copy of Q and the visited states. This is how the seed-003 worked example is replayed.
+    copy of Q and the visited states. This replays worked examples such as
+    the first steps of Sutton & Barto's cliff walk (Example 6.6) by hand.
 
     Examples
     --------

@@ -3,16 +3,21 @@ import numpy as np
 import pytest
 
 import pyml
-from pyml._backend import BACKENDS, AUTO_ORDER, KernelTable, resolve_backend
+from pyml._backend import BACKENDS, AUTO_ORDER, Kernel, resolve_backend
 
 
 def test_backends_lists_every_backend_with_reason():
     b = pyml.backends()
     assert tuple(b) == BACKENDS
-    assert b["python"] is None
+    assert b["python"] is None  # the old form keeps working
     for name, reason in b.items():
         assert reason is None or (isinstance(reason, str) and reason)
+        if reason is not None:
+            assert reason.available is False and reason.reason == str(reason)
+            assert repr(reason).startswith("unavailable: ")
     assert set(pyml.available_backends()) == {k for k, v in b.items() if v is None}
+    assert b.available() == pyml.available_backends()
+    assert "'python': available" in repr(b) and "python: available" in str(b)
 
 
 def test_unavailable_backend_raises_with_install_hint():
@@ -57,12 +62,13 @@ def test_config_context_and_set_backend_restore():
         pyml.set_backend("auto")
 
 
-def test_kernel_table_loads_lazily_and_reports_broken_targets():
-    t = KernelTable("demo", "kmeans", {"python": "math:hypot", "numba": "pyml.no_such_module:f"})
-    assert t.backends == ("python", "numba")
-    assert t.get("python")(3.0, 4.0) == 5.0
-    with pytest.raises(pyml.BackendUnavailableError, match="cannot load the numba kernel"):
-        t.get("numba")
+def test_kernel_is_found_by_rule_and_reports_broken_targets():
+    k = Kernel("mdp", "no_such_kernel", ("python", "numba"))
+    assert k.path("numba") == "pyml.kernels.numba.mdp:no_such_kernel"
+    with pytest.raises(pyml.BackendUnavailableError, match="cannot load the python kernel"):
+        k.get("python")
+    with pytest.raises(pyml.BackendUnavailableError, match="has no 'cpp' kernel"):
+        k.get("cpp")
 
 
 def test_set_num_threads_applies_everywhere():
@@ -83,9 +89,37 @@ def test_set_num_threads_applies_everywhere():
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
     finally:
         pyml.set_num_threads(old)
-    for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError):
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="n must be"):
             pyml.set_num_threads(bad)
+    for bad in (1.5, True, "2", None):
+        with pytest.raises(TypeError, match="n must be"):
+            pyml.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("n", [10**6, 2**31, 2**64])
+def test_set_num_threads_clamps_huge_counts_before_changing_anything(n):
+    """Once SIGSEGV in the cpp kernels (10**6) or a half-applied setting (2**31)."""
+    from pyml._backend import max_threads
+
+    old = pyml.get_num_threads()
+    try:
+        with pytest.warns(RuntimeWarning, match="using"):
+            pyml.set_num_threads(n)
+        assert pyml.get_num_threads() == max_threads()
+        if pyml.backends()["numba"] is None:
+            import numba
+
+            assert numba.get_num_threads() == min(max_threads(), numba.config.NUMBA_NUM_THREADS)
+        if pyml.backends()["cpp"] is None:
+            from pyml._cpp import _info
+
+            assert _info.get_num_threads() == max_threads()
+            X = np.random.default_rng(0).random((500, 4))
+            labels, _ = pyml.kmeans_assign(X, X[:3].copy(), backend="cpp")  # no crash
+            assert labels.shape == (500,)
+    finally:
+        pyml.set_num_threads(old)
 
 
 def test_cupy_input_needs_cuda_backend():
@@ -115,3 +149,24 @@ def test_numba_avoids_the_openmp_threading_layer():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in ("tbb", "workqueue")
+
+
+def test_numba_gets_the_tbb_layer_from_the_tbb_wheel():
+    """pip's tbb puts libtbb in <prefix>/lib where numba does not look; pyml loads it first."""
+    pytest.importorskip("numba")
+    import importlib.metadata
+    import os
+    import subprocess
+    import sys
+
+    try:
+        importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the tbb wheel is not installed")
+    code = ("import numpy as np, pyml, numba; "
+            "pyml.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), backend='numba'); "
+            "print(numba.threading_layer())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "tbb"

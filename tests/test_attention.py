@@ -57,12 +57,12 @@ def _naive(q, k, v, do, mask, causal):
 
 def _check(backend, rng, B, H, Nq, Nk, D, Dv, dtype, causal=False, mask=None, bwd=True):
     q64, k64, v64, (q, k, v) = _data(rng, B, H, Nq, Nk, D, Dv, dtype)
-    o64, l64 = ref.attention(q64, k64, v64, mask, causal)
+    o64, l64 = ref.attention_forward(q64, k64, v64, mask, causal)
     do64 = rng.standard_normal((B, H, Nq, Dv))
     if dtype == np.float64:
         on, ln, gn = _naive(q, k, v, do64, mask, causal)
     else:
-        on, ln = ref.attention(q, k, v, mask, causal)
+        on, ln = ref.attention_forward(q, k, v, mask, causal)
         gn = ref.attention_backward(do64.astype(dtype), q, k, v, mask, causal) if bwd else None
     out, lse = pyml.attention(q, k, v, mask, causal, return_lse=True, backend=backend)
     assert out.dtype == dtype
@@ -147,9 +147,9 @@ def test_large_n(backend, rng):
 
 
 def test_seed_vectors():
-    out = ref.attention(X, X, X, scale=1 / np.sqrt(2))[0]
+    out = ref.attention_forward(X, X, X, scale=1 / np.sqrt(2))[0]
     np.testing.assert_allclose(out[0, 0], [[0.80222, 0.59889], [0.59889, 0.80222], [0.75174, 0.75174]], atol=1e-5)
-    causal = ref.attention(X, X, X, causal=True, scale=1 / np.sqrt(2))[0]
+    causal = ref.attention_forward(X, X, X, causal=True, scale=1 / np.sqrt(2))[0]
     np.testing.assert_allclose(causal[0, 0], [[1, 0], [0.33024, 0.66976], [0.75174, 0.75174]], atol=1e-5)
     S = X[0, 0] @ X[0, 0].T / np.sqrt(2)
     w = np.exp(S[0]) / np.exp(S[0]).sum()
@@ -175,8 +175,8 @@ def test_reference_backward_finite_differences(causal, rng):
             p, m = [a.copy() for a in args], [a.copy() for a in args]
             p[which][idx] += h
             m[which][idx] -= h
-            num[idx] = (np.sum(ref.attention(*p, mask, causal)[0] * do)
-                        - np.sum(ref.attention(*m, mask, causal)[0] * do)) / (2 * h)
+            num[idx] = (np.sum(ref.attention_forward(*p, mask, causal)[0] * do)
+                        - np.sum(ref.attention_forward(*m, mask, causal)[0] * do)) / (2 * h)
         np.testing.assert_allclose(g, num, atol=1e-7, rtol=1e-6)
 
 
@@ -186,7 +186,7 @@ def test_inputs_not_modified_and_strided(backend, rng):
     copies = [a.copy() for a in (q, k, v)]
     qs = np.swapaxes(np.swapaxes(q, 2, 3).copy(), 2, 3)   # non-contiguous view, same values
     out = pyml.attention(qs, k, v, backend=backend)
-    np.testing.assert_allclose(pyml._backend.to_numpy(out), ref.attention(q, k, v)[0], atol=1e-12)
+    np.testing.assert_allclose(pyml._backend.to_numpy(out), ref.attention_forward(q, k, v)[0], atol=1e-12)
     for a, c in zip((q, k, v), copies):
         np.testing.assert_array_equal(a, c)
 
@@ -220,7 +220,7 @@ def test_multi_head_attention(rng):
     y = pyml.multi_head_attention(x, *w, num_heads=3, causal=True)
     # oracle: heads by hand with the reference
     q, k, v = (np.stack(np.split(x @ wi, 3, axis=-1), axis=1) for wi in w[:3])
-    o = ref.attention(q, k, v, causal=True)[0]
+    o = ref.attention_forward(q, k, v, causal=True)[0]
     np.testing.assert_allclose(y, np.concatenate(list(np.moveaxis(o, 1, 0)), axis=-1) @ w[3], atol=1e-10)
     dy = rng.standard_normal(y.shape)
     grads = pyml.multi_head_attention_backward(dy, x, *w, num_heads=3, causal=True)

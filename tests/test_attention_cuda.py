@@ -1,4 +1,4 @@
-"""Attention on the cuda backend (kernels/cuda/attention.cu via pyml/_attention_cuda.py) against
+"""Attention on the cuda backend (kernels/cuda/attention.cu via its glue kernels/cuda/attention.py) against
 the float64 reference: forward and backward, causal and not, masks, awkward sizes, Nq != Nk,
 Dv != D, D = 1 .. 256, NumPy and CuPy in/out, float32/float64 and float16/bfloat16.
 
@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import pyml
-from pyml import _attention_cuda as cu
+from pyml.kernels.cuda import SUFFIX
+from pyml.kernels.cuda import attention as cu
 from pyml import _attention_driver as drv
 from pyml._backend import to_numpy
 from pyml.reference import attention as ref
@@ -111,7 +112,7 @@ def test_strided_input_and_inputs_not_modified(rng):
     copies = [a.copy() for a in (q, k, v)]
     qs = np.swapaxes(np.swapaxes(q, 2, 3).copy(), 2, 3)
     out = pyml.attention(qs, k, v, backend="cuda")
-    np.testing.assert_allclose(out, ref.attention(q, k, v)[0], atol=1e-12)
+    np.testing.assert_allclose(out, ref.attention_forward(q, k, v)[0], atol=1e-12)
     for a, c in zip((q, k, v), copies):
         np.testing.assert_array_equal(a, c)
 
@@ -169,7 +170,7 @@ def test_half_precision(name, causal, shape, masked, rng):
     do = rng.standard_normal((B, H, Nq, Dv)).astype(dtype)
     mask = rng.random((B, 1, 1, Nk)) > 0.3 if masked else None
     q64, k64, v64, do64 = (a.astype(np.float64) for a in (q, k, v, do))  # the rounded inputs, exactly
-    o64, l64 = ref.attention(q64, k64, v64, mask, causal)
+    o64, l64 = ref.attention_forward(q64, k64, v64, mask, causal)
     on, ln, gn = _naive_lowp(q, k, v, do, mask, causal, dtype)
     out, lse = pyml.attention(q, k, v, mask, causal, return_lse=True, backend="cuda")
     assert out.dtype == dtype and lse.dtype == np.float32
@@ -239,6 +240,6 @@ def test_driver_names_every_kernel_entry(tmp_path):
     assert r.returncode == 0, r.stderr
     text = ptx.read_text()
     for entry in ("attention_fwd", "attention_bwd_dkdv", "attention_bwd_dq"):
-        for sfx in cu._SUFFIX.values():
+        for sfx in (*SUFFIX.values(), "bf16"):
             for dmax, _ in cu._BUCKETS:
                 assert f".entry {entry}_{sfx}_{dmax}(" in text, f"{entry}_{sfx}_{dmax}"

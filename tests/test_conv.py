@@ -195,11 +195,11 @@ def test_bad_backward_and_pool_input():
 
 @pytest.mark.parametrize("backend", ["numba", "cpp"])
 def test_verify_rows_pass(backend):
-    from pyml.conv import _verify
+    from pyml._verify.conv import checks
 
     if pyml.backends()[backend] is not None:
         pytest.skip(f"{backend} unavailable")
-    rows = _verify(backend, np.random.default_rng(0))
+    rows = checks(backend, np.random.default_rng(0))
     assert rows and all(err <= tol for _, err, tol in rows), rows
 
 
@@ -318,3 +318,78 @@ def test_cpp_stride1_slab_blocks_match_reference(xs, ws, p, d, g, dtype, rng):
                 close(o, r, n, f"slab grad {name}")
             else:
                 assert o is None
+
+
+PUBLIC = ("conv2d", "conv2d_backward", "conv_output_shape")
+
+
+@pytest.mark.parametrize("name", PUBLIC[:2])
+def test_backend_default_is_the_configured_one(name):
+    """backend=None means config_context / set_backend / PYML_BACKEND: a context naming a
+    backend without a conv kernel must reach the dispatcher (and be refused there)."""
+    import inspect
+
+    f = getattr(pyml, name)
+    assert inspect.signature(f).parameters["backend"].default is None
+    x, w = np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2))
+    args = {"conv2d": (x, w), "conv2d_backward": (np.ones((1, 1, 3, 3)), x, w)}[name]
+    with pyml.config_context(backend="cython"):
+        with pytest.raises(pyml.BackendUnavailableError, match=f"{name} has no 'cython'"):
+            f(*args)
+    with pyml.config_context(backend="python"):
+        np.testing.assert_array_equal(pyml.conv2d(x, w), pyml.conv2d(x, w, backend="cpp"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_non_finite_weights_at_padded_borders_equal_reference(backend, stride, rng):
+    """check_finite=False with an infinite weight: the padding contributes no 0 * inf term,
+    so every output (inf, -inf, NaN or finite) equals the reference's."""
+    x = rng.standard_normal((2, 3, 6, 7))
+    w = rng.standard_normal((4, 3, 3, 3))
+    w[1, 2, 0, 0], w[3, 0, 2, 1] = np.inf, -np.inf
+    S, P, D = (stride, stride), (1, 1), (1, 1)
+    want = ref.conv2d(x, w, None, S, P, D, 1)
+    got = pyml.conv2d(x, w, None, stride, 1, check_finite=False, backend=backend)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)  # equal infinities pass
+    gy = rng.standard_normal(want.shape)
+    gx, gw, gb = pyml.conv2d_backward(gy, x, w, stride, 1, check_finite=False, backend=backend)
+    for o, r in zip((gx, gw, gb), ref.conv2d_backward(gy, x, w, S, P, D, 1)):
+        np.testing.assert_array_equal(np.isnan(o), np.isnan(r))
+        np.testing.assert_allclose(o, r, rtol=1e-12, atol=1e-12)
+    gy[0, 0, 0, 0] = np.inf  # infinite grad_out at a border output: equal or refused
+    try:
+        out = pyml.conv2d_backward(gy, x, w, stride, 1, check_finite=False, backend=backend)
+    except ValueError as exc:
+        assert "grad_out" in str(exc)
+    else:
+        for o, r in zip(out, ref.conv2d_backward(gy, x, w, S, P, D, 1)):
+            np.testing.assert_array_equal(np.isnan(o), np.isnan(r))
+
+
+def test_same_padding_explicit_row_refuses_non_finite_weights():
+    w = np.ones((1, 1, 2, 2))
+    w[0, 0, 1, 1] = np.inf
+    with pytest.raises(ValueError, match="w contains NaN or infinity"):
+        pyml.conv2d(np.ones((1, 1, 4, 4)), w, padding="same", check_finite=False)
+
+
+@pytest.mark.parametrize("call, exc, msg", [
+    (lambda: pyml.conv_output_shape((1, 1, 3.7, 3), (1, 1, 2, 2)), TypeError, "input_shape"),
+    (lambda: pyml.conv_output_shape(None, (1, 1, 2, 2)), TypeError, "input_shape"),
+    (lambda: pyml.conv_output_shape((1, 1, 3, 3), (1, 1, 2, 0)), ValueError, "weight_shape"),
+    (lambda: pyml.conv2d_backward(np.ones((1, 1, 3, 3)), np.ones((1, 1, 4, 4)),
+                                  np.ones((1, 1, 2, 2)), needs=None), TypeError, "needs"),
+    (lambda: pyml.nn.Conv2d(0, 4, 3), ValueError, "in_channels"),
+    (lambda: pyml.nn.Conv2d(3, 0, 3), ValueError, "out_channels"),
+    (lambda: pyml.nn.Conv2d(3, 4, 3, groups=2), ValueError, "groups=2 must divide"),
+    (lambda: pyml.nn.Conv2d(3, 4, (3, 0)), ValueError, "kernel_size"),
+    (lambda: pyml.nn.Conv2d(3, 4, 3, dtype=np.int32), TypeError, "dtype"),
+    (lambda: pyml.nn.Conv2d(1, 1, 3).backward(np.ones((1, 1, 1, 1))), ValueError, "before forward"),
+    (lambda: pyml.nn.MaxPool2d(2).backward(np.ones((1, 1, 1, 1))), ValueError, "before forward"),
+    (lambda: pyml.nn.AvgPool2d(2).backward(np.ones((1, 1, 1, 1))), ValueError, "before forward"),
+])
+def test_clear_errors_name_the_argument(call, exc, msg):
+    with pytest.raises(exc, match=msg):
+        call()

@@ -55,3 +55,38 @@ def test_attention_suite_binds_each_problem():
     assert "full" in full.problem and "causal" in causal.problem
     a, b = full.runners[0].prepare()(), causal.runners[0].prepare()()
     assert a.shape == b.shape and not np.allclose(a, b)
+
+
+def test_spread_marks_noisy_rows_and_setup_share_is_a_note():
+    roof = {"sgemm": 100.0, "dgemm": 50.0, "stream": 10.0}
+    assert h.spread([1.0, 1.0, 1.0, 1.0]) == 0.0
+    assert h.spread([1.0, 2.0]) == pytest.approx(1 / 1.5)  # min-max below four repeats
+    assert h.spread([1.0]) is None
+    a = np.ones((32, 32))
+    quiet = h.Runner("pyml[e2e]", "pyml", lambda: (lambda: a @ a), setup=lambda: 1e-3)
+    fixed = h.Runner("pyml[fixed]", "pyml", lambda: (lambda: a @ a), setup=2e-3)
+    rows, _ = h.run([h.Case("mm", "32", [quiet, fixed], calls=2)], repeat=4, roof=roof,
+                    progress=False)
+    assert rows[0].setup == pytest.approx(1e-3) and rows[1].setup == 2e-3
+    assert rows[0].spread is not None
+    rows[0].spread, rows[1].spread = 0.5, 0.05
+    table = h.format_table(rows, roof)
+    assert "50% !" in table and "noisy row" in table and "5%" in table
+    share = 100 * 1e-3 / (rows[0].seconds * 2)
+    assert f"setup 1.00 ms ({share:.0f}% of the call)" in table.split("notes:")[1]
+
+
+def test_sizes_are_one_set_and_checked():
+    assert h.SIZES == ("default", "small", "large")
+    assert h.check_size("large") == "large"
+    with pytest.raises(ValueError, match="default, small, large"):
+        h.check_size("huge")
+
+
+def test_under_load_reports_loaded_over_quiet_ratio():
+    a = np.ones((128, 128))
+    r = h.Runner("pyml[mm]", "pyml", lambda: (lambda: a @ a))
+    rows, _ = h.run([h.Case("mm", "128", [r])], repeat=2, progress=False, under_load=True,
+                    roof={"sgemm": 1.0, "dgemm": 1.0, "stream": 1.0})
+    assert rows[0].loaded is not None and rows[0].loaded > 0
+    assert "loaded/quiet" in h.format_table(rows, {"sgemm": 1.0, "dgemm": 1.0, "stream": 1.0})

@@ -6,8 +6,8 @@ import pytest
 import scipy.sparse as sp
 
 import pyml
-from pyml import _als_driver as drv
-from pyml._mf_verify import dense_half_step
+from pyml import _mf_driver as drv
+from pyml._verify.mf import dense_half_step
 from pyml.datasets import synthetic_ratings
 from pyml.reference import mf as ref
 
@@ -66,14 +66,15 @@ def test_half_step_matches_reference(backend, dtype, mode, rng):
 @pytest.mark.parametrize("backend", backend_params(("numba", "cpp", "cython")))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mode", ["explicit", "implicit_cg", "implicit_cholesky"])
-def test_half_step_long_rows_wide_factors(backend, dtype, mode, rng):
-    """Rows longer than the kernels' gather chunks (300 items) and f=37 (vector remainders),
-    against the dense NumPy half-step in float64 (LAPACK solve) as the oracle."""
+@pytest.mark.parametrize("f", [37, 16, 64])
+def test_half_step_long_rows_wide_factors(backend, dtype, mode, f, rng):
+    """Rows longer than the kernels' gather chunks (300 items); f=37 (vector remainders) and
+    f=16/64 (the cpp CG solver's compile-time factor counts), against the dense NumPy
+    half-step in float64 (LAPACK solve) as the oracle."""
     implicit, exact = mode != "explicit", mode != "implicit_cg"
     R = _ratings_with_edge_rows(rng, n_rows=6, n_cols=300)
     if implicit:
         R = abs(R)
-    f = 37
     Y = rng.standard_normal((R.shape[1], f)) * 0.3
     X0 = rng.standard_normal((R.shape[0], f)) * 0.1
     ref64 = _run(dense_half_step, R, Y, X0, np.float64, implicit, exact)
@@ -108,7 +109,7 @@ def test_explicit_objective_never_increases(backend):
         pytest.skip(f"{backend} unavailable")
     R, _ = synthetic_ratings(60, 40, 800, rank=4, noise=0.2, dtype=np.float64, seed=1)
     m = pyml.ALS(factors=6, regularization=0.5, iterations=8, dtype=np.float64, random_state=0,
-                 backend=backend, show_progress=False).fit(R)
+                 backend=backend, show_progress=False, compute_loss=True).fit(R)
     loss = np.array(m.loss_)
     assert np.all(np.diff(loss) <= 1e-9 * np.abs(loss[:-1])), loss
     assert m.loss(R) == pytest.approx(loss[-1])
@@ -144,7 +145,7 @@ def test_planted_rank8_heldout_rmse():
 def fitted():
     R, _ = synthetic_ratings(50, 30, 500, rank=4, implicit=True, seed=2)
     m = pyml.ALS(factors=5, iterations=4, implicit=True, alpha=2.0, random_state=0,
-                 show_progress=False).fit(R)
+                 show_progress=False, compute_loss=True).fit(R)
     return m, R
 
 
@@ -239,7 +240,7 @@ def test_bad_input_and_input_not_modified():
 def test_progress_and_callback():
     R, _ = synthetic_ratings(20, 10, 60, seed=0)
     seen = []
-    pyml.ALS(factors=2, iterations=3, show_progress=True, backend="cpp",
+    pyml.ALS(factors=2, iterations=3, show_progress=True, backend="cpp", compute_loss=True,
              callback=lambda it, t, loss: seen.append((it, loss))).fit(R)
     assert [s[0] for s in seen] == [0, 1, 2] and all(np.isfinite(s[1]) for s in seen)
 
@@ -250,7 +251,7 @@ def test_progress_and_callback():
 def test_cuda_fit_matches_cpu(implicit):
     R, _ = synthetic_ratings(60, 40, 600, rank=4, implicit=implicit, dtype=np.float64, seed=5)
     kw = dict(factors=6, regularization=0.5, iterations=3, implicit=implicit, dtype=np.float64,
-              random_state=0, show_progress=False)
+              random_state=0, show_progress=False, compute_loss=True)
     gpu = pyml.ALS(backend="cuda", **kw).fit(R)
     cpu = pyml.ALS(backend="numba", **kw).fit(R)
     assert isinstance(gpu.user_factors, np.ndarray)  # scipy (host) input -> host factors

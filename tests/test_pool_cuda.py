@@ -1,4 +1,4 @@
-"""CUDA pooling (pyml._pool_cuda, kernels/cuda/pool.cu): CuPy in -> CuPy out, equal to the
+"""CUDA pooling (kernels/cuda/conv.py + conv.cu): CuPy in -> CuPy out, equal to the
 reference forward/backward on awkward shapes (float32/float64), and the driver's kernel
 names exist in the compiled PTX. The GPU tests are skipped where no device exists."""
 from __future__ import annotations
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import pyml
-from pyml import _pool_cuda as cu
+from pyml.kernels.cuda import conv as cu
 from pyml.reference import conv as ref
 
 from conftest import assert_close, backend_params
 
-CU_FILE = pathlib.Path(__file__).resolve().parents[1] / "kernels" / "cuda" / "pool.cu"
+CU_FILE = pathlib.Path(__file__).resolve().parents[1] / "kernels" / "cuda" / "conv.cu"
 
 # (N, C, H, W), kernel, stride (None = kernel), padding
 CASES = {
@@ -111,13 +111,13 @@ def test_cuda_pool_validation_and_layers(backend, rng):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 def test_driver_names_every_kernel_entry(tmp_path):
-    ptx = tmp_path / "pool.ptx"
+    ptx = tmp_path / "conv.ptx"
     r = subprocess.run(["nvcc", "-ptx", "-std=c++17", "-arch=sm_80", str(CU_FILE), "-o", str(ptx)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     text = ptx.read_text()
     names = cu.kernel_names()
-    assert len(names) == 8
+    assert len(names) == 14  # 3 convolution + 4 pooling entries, float32 and float64
     for name in names:
         assert f".entry {name}(" in text, name
 

@@ -1,4 +1,4 @@
-// ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started), (CuPy driver: pyml/_mf_cuda.py).
+// ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started), (CuPy glue: kernels/cuda/mf.py).
 // Fast: one thread block per row, thread a owns factor a (coalesced reads of y rows), vectors and the f x f system in shared memory.
 
 template <class T>

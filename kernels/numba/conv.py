@@ -77,6 +77,33 @@ def conv_forward_gemm(x, w2, bias, has_bias, y, ws, KH, KW, sh, sw, ph, pw, dh, 
 
 
 @njit(parallel=True, fastmath=False, cache=True)
+def conv_forward_direct(x, w, bias, has_bias, y, sh, sw, ph, pw, dh, dw, groups):
+    """y[b, o] = bias[o] + sum of in-bounds taps only: the equation's loop, vectorised along the
+    output row. The driver uses it where zero padding must not meet a non-finite weight."""
+    B, C, H, W = x.shape
+    O, Cg, KH, KW = w.shape
+    OH, OW = y.shape[2], y.shape[3]
+    Og = O // groups
+    for bo in prange(B * O):
+        b, o = bo // O, bo % O
+        q = o // Og
+        out = y[b, o]
+        out[:] = bias[o] if has_bias else 0.0
+        for c in range(Cg):
+            plane = x[b, q * Cg + c]
+            for m in range(KH):
+                for n in range(KW):
+                    k = w[o, c, m, n]
+                    j0, j1 = _valid_range(sw, pw, dw, n, W, OW)
+                    xo = dw * n - pw
+                    for i in range(OH):
+                        yy = sh * i - ph + dh * m
+                        if 0 <= yy < H:
+                            for j in range(j0, j1):
+                                out[i, j] += k * plane[yy, sw * j + xo]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
 def conv_backward_gemm(gy, x, w2, dx, dwt, ws, dws, tmp, need_dx, need_dw, KH, KW, sh, sw, ph, pw,
                        dh, dw, groups):
     """dwt[t] += dY[b] @ cols[b]^T per thread t (caller sums); dx[b] = col2im(w2^T @ dY[b])."""
@@ -106,7 +133,7 @@ def conv_backward_gemm(gy, x, w2, dx, dwt, ws, dws, tmp, need_dx, need_dw, KH, K
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def max_pool_forward(x, z, idx, KH, KW, sh, sw, ph, pw):
+def max_pool2d(x, z, idx, KH, KW, sh, sw, ph, pw):
     B, C, H, W = x.shape
     OH, OW = z.shape[2], z.shape[3]
     for bc in prange(B * C):
@@ -129,7 +156,7 @@ def max_pool_forward(x, z, idx, KH, KW, sh, sw, ph, pw):
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def max_pool_backward(dz, idx, dx):
+def max_pool2d_backward(dz, idx, dx):
     B, C, H, W = dx.shape
     OH, OW = dz.shape[2], dz.shape[3]
     for bc in prange(B * C):
@@ -142,7 +169,7 @@ def max_pool_backward(dz, idx, dx):
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def avg_pool_forward(x, z, KH, KW, sh, sw, ph, pw):
+def avg_pool2d(x, z, KH, KW, sh, sw, ph, pw):
     B, C, H, W = x.shape
     OH, OW = z.shape[2], z.shape[3]
     for bc in prange(B * C):
@@ -161,7 +188,7 @@ def avg_pool_forward(x, z, KH, KW, sh, sw, ph, pw):
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def avg_pool_backward(dz, dx, KH, KW, sh, sw, ph, pw):
+def avg_pool2d_backward(dz, dx, KH, KW, sh, sw, ph, pw):
     B, C, H, W = dx.shape
     OH, OW = dz.shape[2], dz.shape[3]
     for bc in prange(B * C):

@@ -1,15 +1,15 @@
 """Reference scaled dot-product attention: literally Q K^T, softmax, times V.
 
-Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V  (seed 002 "Transformers", eq. for the
-generic attention operation; seed 001 "Multi-Head Attention"), with an optional additive
+Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V  (Vaswani et al. 2017, "Attention Is All You
+Need", eq. 1), with an optional additive
 mask M (boolean masks are turned into 0 / -inf) and a causal mask (key j visible from
 query i only when j <= i, top-left aligned as in torch's ``is_causal``).
 
-Backward (chain rule through the softmax, as derived in the flash-attention papers):
+Backward (chain rule through the softmax, as derived by Dao et al. 2022, FlashAttention):
 dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = scale dS K,
 dK = scale dS^T Q.
 
-Positional encoding (seed 002, "Positional Encoding"): PE(pos, 2i) = sin(pos / 10000^(2i/d)),
+Positional encoding (Vaswani et al. 2017, section 3.5): PE(pos, 2i) = sin(pos / 10000^(2i/d)),
 PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
 
 The oracle: slow and obvious, NumPy only as the array container and for the two
@@ -60,7 +60,7 @@ def _additive(mask, shape, dtype):
     return np.broadcast_to(mask.astype(dtype), shape)
 
 
-def attention(q, k, v, mask=None, causal=False, scale=None):
+def attention_forward(q, k, v, mask=None, causal=False, scale=None):
     """out, lse for q (B,H,Nq,D), k (B,H,Nk,D), v (B,H,Nk,Dv), computed in q's dtype."""
     B, H, Nq, D = q.shape
     Nk, Dv = k.shape[2], v.shape[3]

@@ -1,11 +1,12 @@
 """Textbook value iteration, policy evaluation and tabular Q-learning / SARSA (the oracle).
 
-Bellman optimality backup (seed 001, section 5.3; seed 004 "fixed pt. iteration on
-Bellman eq."):
+Bellman optimality backup (Sutton & Barto 2018, section 4.4, eq. 4.10; Bellman's fixed
+point, iterated):
 
     V(s) = max_a [ R(s, a) + gamma * sum_{s'} P(s' | s, a) V(s') ]
 
-Q-learning update (seed 001, section 5.14; seed 003, cliff-walking example, steps 2.3-2.4):
+Q-learning update (Sutton & Barto 2018, section 6.5, eq. 6.8; SARSA section 6.4, eq. 6.7;
+cliff walking is their Example 6.6):
 
     y_t = r_t                                   if S_{t+1} is terminal
     y_t = r_t + gamma * max_a q(S_{t+1}, a)     otherwise
@@ -18,69 +19,27 @@ from __future__ import annotations
 import numpy as np
 
 
-def bellman_backup(P, R, gamma, V, policy=None):
-    """One Jacobi sweep of the Bellman backup on a dense P (A, S, S); R is (S, A).
+def value_iteration(P, R, gamma, epsilon=1e-6, max_iter=10_000, V0=None, gauss_seidel=False):
+    """Value iteration until sup|V_{k+1} - V_k| < epsilon (1 - gamma) / (2 gamma).
 
-    With ``policy`` given (int array (S,)), only a = policy[s] is backed up (policy
-    evaluation, seed 001 "Bellman equation for state-value function"). Sums run in P's
-    dtype, so a float32 P gives the float32 "naive" result of the tolerance rule.
-    Returns (V_new, argmax action).
+    That threshold makes the greedy policy epsilon-optimal (Puterman 1994, Thm 6.3.1).
+    ``P`` is dense (A, S, S) or a list of A scipy.sparse (S, S) matrices (made dense here:
+    the oracle has one backup, :func:`sweep_dense`). Jacobi sweeps by default; with
+    ``gauss_seidel`` each state sees the new values of the states before it.
+    Returns (V, policy, n_iter).
     """
+    if isinstance(P, (list, tuple)):
+        P = np.stack([np.asarray(Pa.toarray(), dtype=np.float64) for Pa in P])
     A, S = P.shape[0], P.shape[1]
-    dt = P.dtype.type
-    V_new = np.empty(S, dtype=P.dtype)
-    best_a = np.zeros(S, dtype=np.int64)
-    for s in range(S):
-        actions = range(A) if policy is None else [int(policy[s])]
-        best = None
-        for a in actions:
-            total = dt(0)
-            for s_next in range(S):
-                total += P[a, s, s_next] * dt(V[s_next])
-            q = dt(R[s, a]) + dt(gamma) * total
-            if best is None or q > best:
-                best, best_a[s] = q, a
-        V_new[s] = best
-    return V_new, best_a
-
-
-def bellman_backup_sparse(P_list, R, gamma, V, policy=None):
-    """:func:`bellman_backup` with P given as A scipy.sparse CSR (S, S) matrices."""
-    A, S = len(P_list), P_list[0].shape[0]
-    dt = P_list[0].dtype.type
-    V_new = np.empty(S, dtype=P_list[0].dtype)
-    best_a = np.zeros(S, dtype=np.int64)
-    for s in range(S):
-        actions = range(A) if policy is None else [int(policy[s])]
-        best = None
-        for a in actions:
-            Pa = P_list[a]
-            total = dt(0)
-            for k in range(Pa.indptr[s], Pa.indptr[s + 1]):
-                total += Pa.data[k] * dt(V[Pa.indices[k]])
-            q = dt(R[s, a]) + dt(gamma) * total
-            if best is None or q > best:
-                best, best_a[s] = q, a
-        V_new[s] = best
-    return V_new, best_a
-
-
-def value_iteration(P, R, gamma, epsilon=1e-6, max_iter=10_000, V0=None):
-    """Jacobi value iteration until sup|V_{k+1} - V_k| < epsilon (1 - gamma) / (2 gamma).
-
-    That threshold makes the greedy policy epsilon-optimal (Puterman, Thm 6.3.1).
-    ``P`` is dense (A, S, S) or a list of CSR. Returns (V, policy, n_iter).
-    """
-    sparse = isinstance(P, (list, tuple))
-    S = P[0].shape[0]
-    V = np.zeros(S) if V0 is None else np.array(V0, dtype=float)
+    R = np.asarray(R, dtype=np.float64)
+    V = np.zeros(S) if V0 is None else np.array(V0, dtype=np.float64)
+    V_out = np.empty(S)
+    policy = np.zeros(S, dtype=np.int64)
     threshold = epsilon * (1 - gamma) / (2 * gamma) if gamma < 1 else epsilon
-    backup = bellman_backup_sparse if sparse else bellman_backup
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        V_new, policy = backup(P, R, gamma, V)
-        delta = max(abs(float(V_new[s]) - float(V[s])) for s in range(S))
-        V = V_new
+        delta = sweep_dense(P, R, gamma, V, V_out, policy, False, gauss_seidel)
+        V, V_out = V_out, V
         if delta < threshold:
             break
     return V, policy, n_iter
@@ -103,7 +62,7 @@ def q_values(P, R, gamma, V):
 
 
 def td_update(Q, s, a, r, s_next, terminal, alpha, gamma, a_next=None):
-    """One Q-learning (a_next None) or SARSA (a_next given) update of Q in place (seed 003, 2.3-2.4)."""
+    """One Q-learning (a_next None) or SARSA (a_next given) update of Q in place (Sutton & Barto eqs. 6.8 / 6.7)."""
     if terminal:
         y = r
     elif a_next is None:
@@ -131,7 +90,7 @@ def _uniform(state):
 
 def td_control(next_state, cum_prob, reward, done, start, Q, episodes, alpha, gamma,
                epsilon, max_steps, seed, sarsa):
-    """epsilon-greedy Q-learning / SARSA episodes on a tabular model (seed 003 algorithm).
+    """epsilon-greedy Q-learning / SARSA episodes on a tabular model (Sutton & Barto, sections 6.4-6.5).
 
     The model: outcome k of (s, a) happens with probability cum_prob[s,a,k]-cum_prob[s,a,k-1]
     and leads to next_state[s,a,k] with reward[s,a,k]; done[s,a,k] ends the episode.

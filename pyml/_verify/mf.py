@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _als_driver as drv
-from .datasets import synthetic_ratings
-from .reference import mf as ref
-
-FACTOR = 4.0  # the tests/conftest.py tolerance rule
+from .. import _mf_driver as drv
+from ..datasets import synthetic_ratings
+from ..reference import mf as ref
+from . import row
 
 
 def dense_half_step(indptr, indices, data, Y, YtY, X, reg, alpha, cg_steps, implicit, exact):
@@ -43,12 +42,7 @@ def dense_half_step(indptr, indices, data, Y, YtY, X, reg, alpha, cg_steps, impl
     return X
 
 
-def _tol(ref64, naive, dtype):
-    err = float(np.max(np.abs(naive.astype(np.float64) - ref64)))
-    return FACTOR * (err + float(np.finfo(dtype).eps) * max(1.0, float(np.max(np.abs(ref64)))))
-
-
-def _verify(backend: str, rng: np.random.Generator):
+def checks(backend: str, rng: np.random.Generator) -> list[tuple[str, float, float]]:
     """Return [(check, max_error, tolerance)] for ``backend``; raises BackendUnavailableError."""
     backend = drv.HALF_STEP.resolve(backend)
     kernel = drv.HALF_STEP.get(backend)
@@ -71,10 +65,8 @@ def _verify(backend: str, rng: np.random.Generator):
         drv.half_step(dense_half_step, drv.CSRArrays(Rv, np.float64), Y64, X, 0.1, 2.0, 3, implicit, exact)
         results[("ref", np.float64)] = X  # naive float64 (see dense_half_step)
         for dt in (np.float32, np.float64):
-            err = float(np.max(np.abs(results[("out", dt)].astype(np.float64) - ref64)))
-            rows.append((f"als_half_step {name} {np.dtype(dt).name}", err,
-                         _tol(ref64, results[("ref", dt)], dt)))
-        results[("ref", np.float64)] = ref64
+            rows.append(row(f"als_half_step {name} {np.dtype(dt).name}", results[("out", dt)],
+                            ref64, results[("ref", dt)], dt))
     if backend in drv.SGD_EPOCH.backends:
         sgd = drv.SGD_EPOCH.get(backend)
         coo = R.tocoo()
@@ -87,7 +79,6 @@ def _verify(backend: str, rng: np.random.Generator):
                   U, V, 0.05, 0.01, True)
                 out[(be, dt)] = np.concatenate([U, V])
         for dt in (np.float32, np.float64):
-            err = float(np.max(np.abs(out[("out", dt)].astype(np.float64) - out[("ref", np.float64)])))
-            rows.append((f"mf_sgd_epoch deterministic {np.dtype(dt).name}", err,
-                         _tol(out[("ref", np.float64)], out[("ref", dt)], dt)))
+            rows.append(row(f"mf_sgd_epoch deterministic {np.dtype(dt).name}", out[("out", dt)],
+                            out[("ref", np.float64)], out[("ref", dt)], dt))
     return rows

@@ -1,27 +1,24 @@
-"""CuPy driver of the CUDA ALS half-step (kernels/cuda/mf.cu): same signature as the CPU
-kernels. CuPy arrays stay on the device; NumPy arrays are moved there and X is copied back."""
+"""CuPy glue of the CUDA ALS half-step (kernels/cuda/mf.cu), same signature as the CPU kernels.
+CuPy arrays stay on the device; NumPy arrays are moved there and X is copied back."""
 from __future__ import annotations
 
 import numpy as np
 
-from ._backend import is_cupy
+from . import cupy, kernel
 
 _MAX_SHARED = 48 * 1024  # default dynamic shared memory limit per block
 
 
 def als_half_step(indptr, indices, data, Y, YtY, X, reg, alpha, cg_steps, implicit, exact):
-    import cupy as cp
-
-    from .kernels.cuda import module
-
-    host_X = None if is_cupy(X) else X
+    cp = cupy()
+    on_host = isinstance(X, np.ndarray)
     dev = [cp.asarray(a) for a in (indptr, indices, data, Y, YtY)]
-    Xd = cp.asarray(X) if host_X is not None else X
+    Xd = cp.asarray(X) if on_host else X
     n, f = Xd.shape
     if n == 0:
         return
     dt = np.dtype(Xd.dtype)
-    block = 32
+    block = 32  # one thread per factor, a power of two for the block reduction
     while block < f:
         block *= 2
     if block > 1024:
@@ -30,11 +27,11 @@ def als_half_step(indptr, indices, data, Y, YtY, X, reg, alpha, cg_steps, implic
     if shared > _MAX_SHARED:
         raise ValueError(f"factors={f} needs {shared} bytes of shared memory for the Cholesky solve "
                          f"on the GPU (limit {_MAX_SHARED}); use implicit CG or float32")
-    kernel = module("mf").get_function("als_half_step_f32" if dt == np.float32 else "als_half_step_f64")
     scalar = dt.type
-    grid = min(n, 65535)
-    kernel((grid,), (block,), (*dev, Xd, np.int32(n), np.int32(f), scalar(reg), scalar(alpha),
-                               np.int32(cg_steps), np.int32(bool(implicit)), np.int32(bool(exact))),
-           shared_mem=shared)
-    if host_X is not None:
-        host_X[...] = Xd.get()
+    grid = (min(n, 65535),)  # one block per row, grid-stride beyond 65535 rows
+    kernel("mf", "als_half_step", dt)(
+        grid, (block,), (*dev, Xd, np.int32(n), np.int32(f), scalar(reg), scalar(alpha),
+                         np.int32(cg_steps), np.int32(bool(implicit)), np.int32(bool(exact))),
+        shared_mem=shared)
+    if on_host:
+        X[...] = Xd.get()

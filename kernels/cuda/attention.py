@@ -1,4 +1,6 @@
-"""CuPy driver of kernels/cuda/attention.cu: the cuda backend's ``attention_forward`` and
+# Flash attention on the GPU: out = softmax(Q K^T * scale + M) V with lse, and (dQ, dK, dV).
+# Fast: CuPy glue of attention.cu (one block per query / key tile, shared-memory tiles, no atomics).
+"""CuPy glue of kernels/cuda/attention.cu: the cuda backend's ``attention_forward`` and
 ``attention_backward`` with the contract of the CPU kernels (pyml._cpp.attention): the same
 arguments from pyml._attention_driver, outputs written in place into the arrays it allocated.
 CuPy in, CuPy out; NumPy in, NumPy out (copied to the device and back).
@@ -19,20 +21,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._backend import is_cupy
+from ..._backend import is_cupy
+from . import cupy, module, suffix
 
 MAX_HEAD_DIM = 256
 _THREADS = 128               # NT in attention.cu
 _TILE = 32                   # TILE in attention.cu
 _BUCKETS = ((64, 8), (128, 16), (256, 32))  # instantiation: largest max(D, Dv) -> columns per thread (CPT)
-_SUFFIX = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16"}
 _DEFAULT_SMEM = 48 * 1024    # above this a kernel must opt in to more dynamic shared memory
-
-
-def _cp():
-    import cupy
-
-    return cupy
 
 
 def _bucket(D: int, Dv: int) -> tuple[int, int]:
@@ -64,19 +60,17 @@ def _smem(kind: str, D: int, Dv: int, cpt: int, acc_bytes: int) -> int:
 
 @lru_cache(maxsize=None)
 def _smem_limit(device_id: int) -> int | None:
-    return _cp().cuda.Device(device_id).attributes.get("MaxSharedMemoryPerBlockOptin")
+    return cupy().cuda.Device(device_id).attributes.get("MaxSharedMemoryPerBlockOptin")
 
 
 def _launch(kind: str, dtype, D: int, Dv: int, BH: int, N: int, args: tuple) -> None:
-    cp = _cp()
-    from .kernels.cuda import module
-
+    cp = cupy()
     dmax, cpt = _bucket(D, Dv)
     name = np.dtype(dtype).name
     acc_bytes = 8 if name == "float64" else 4
     smem = _smem(kind, D, Dv, cpt, acc_bytes)
     entry = {"fwd": "attention_fwd", "dkdv": "attention_bwd_dkdv", "dq": "attention_bwd_dq"}[kind]
-    kern = module("attention").get_function(f"{entry}_{_SUFFIX[name]}_{dmax}")
+    kern = module("attention").get_function(f"{entry}_{suffix(dtype)}_{dmax}")
     if smem > _DEFAULT_SMEM:
         limit = _smem_limit(cp.cuda.Device().id)
         if limit is not None and smem > limit:
@@ -95,7 +89,7 @@ def _is_bf16(dtype) -> bool:
 
 def _device(x):
     """x on the device, C-contiguous; host bfloat16 travels as its uint16 bit pattern."""
-    cp = _cp()
+    cp = cupy()
     if is_cupy(x):
         return cp.ascontiguousarray(x)
     x = np.ascontiguousarray(x)
@@ -106,7 +100,7 @@ def _target(dst):
     """Where a kernel writes dst: dst itself on the device, a device buffer for a host array."""
     if is_cupy(dst):
         return dst
-    return _cp().empty(dst.shape, np.uint16 if _is_bf16(dst.dtype) else dst.dtype)
+    return cupy().empty(dst.shape, np.uint16 if _is_bf16(dst.dtype) else dst.dtype)
 
 
 def _finish(dst, buf) -> None:
@@ -129,7 +123,7 @@ def attention_forward(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, out
     """out = softmax(q k^T * scale + mask) v and lse, written into ``out`` and ``lse``."""
     BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale)
     _bucket(D, Dv)  # the clear error before any copy to the device
-    cp = _cp()
+    cp = cupy()
     qd, kd, vd = (_device(a) for a in (q, k, v))
     md = cp.ascontiguousarray(cp.asarray(mask, dtype=acc))
     o, ls = _target(out), _target(lse)
@@ -145,7 +139,7 @@ def attention_backward(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask,
     (no atomics, deterministic)."""
     BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale)
     _bucket(D, Dv)
-    cp = _cp()
+    cp = cupy()
     dod, qd, kd, vd = (_device(a) for a in (dout, q, k, v))
     ld, dld, md = (cp.ascontiguousarray(cp.asarray(a, dtype=acc)) for a in (lse, delta, mask))
     gq, gk, gv = _target(dq), _target(dk), _target(dv)

@@ -1,17 +1,14 @@
-"""CuPy driver for kernels/cuda/mdp.cu: same calling convention as the CPU sweep kernels,
+"""CuPy glue for kernels/cuda/mdp.cu: the same calling convention as the CPU sweep kernels,
 CuPy arrays in and out (no host round-trip except the scalar residual per sweep).
 
 Compiled with nvcc for sm_80/sm_90 in CI; not yet run on a device (no GPU was available).
 """
 from __future__ import annotations
 
-from .kernels.cuda import module
+from . import cupy, grid, kernel
 
 WARPS_PER_BLOCK = 8  # 256 threads: one warp per state in the dense kernel
-
-
-def _suffix(dtype) -> str:
-    return "f32" if dtype.itemsize == 4 else "f64"
+THREADS = 32 * WARPS_PER_BLOCK
 
 
 def _check_jacobi(gauss_seidel: bool) -> None:
@@ -22,26 +19,22 @@ def _check_jacobi(gauss_seidel: bool) -> None:
 
 
 def sweep_dense(P, R, gamma, V, V_out, policy, fixed, gauss_seidel):
-    import cupy as cp
-
+    cp = cupy()
     _check_jacobi(gauss_seidel)
     A, S = P.shape[0], P.shape[1]
     diff = cp.empty(S, cp.float64)
-    kern = module("mdp").get_function(f"sweep_dense_{_suffix(P.dtype)}")
-    threads = 32 * WARPS_PER_BLOCK
-    blocks = (S + WARPS_PER_BLOCK - 1) // WARPS_PER_BLOCK
-    kern((blocks,), (threads,), (P, R, cp.float64(gamma), V, V_out, policy, diff,
-                                 cp.int32(bool(fixed)), cp.int64(A), cp.int64(S)))
+    # one warp per state: S warps of 32 lanes
+    kernel("mdp", "sweep_dense", P.dtype)(grid(32 * S, THREADS), (THREADS,), (
+        P, R, cp.float64(gamma), V, V_out, policy, diff, cp.int32(bool(fixed)), cp.int64(A), cp.int64(S)))
     return float(diff.max())
 
 
 def sweep_sparse(indptr, indices, data, A, R, gamma, V, V_out, policy, fixed, gauss_seidel):
-    import cupy as cp
-
+    cp = cupy()
     _check_jacobi(gauss_seidel)
     S = V.shape[0]
     diff = cp.empty(S, cp.float64)
-    kern = module("mdp").get_function(f"sweep_sparse_{_suffix(data.dtype)}")
-    kern(((S + 255) // 256,), (256,), (indptr, indices, data, cp.int64(A), R, cp.float64(gamma), V,
-                                      V_out, policy, diff, cp.int32(bool(fixed)), cp.int64(S)))
+    kernel("mdp", "sweep_sparse", data.dtype)(grid(S, THREADS), (THREADS,), (
+        indptr, indices, data, cp.int64(A), R, cp.float64(gamma), V, V_out, policy, diff,
+        cp.int32(bool(fixed)), cp.int64(S)))
     return float(diff.max())

@@ -1,6 +1,7 @@
-"""ALS driver shared by every backend: alternating half-steps (users, then items), Y^T Y
-once per half-step, the loss per iteration, callback and progress. Backends differ only
-in the half-step kernel chosen from :data:`HALF_STEP`."""
+"""Matrix-factorization driver shared by every backend: ALS alternating half-steps (users,
+then items) with Y^T Y formed once per half-step, the loss, callback and progress; MF-SGD
+epochs in seeded shuffles. Backends differ only in the kernels declared below; where the
+factors live (host or device) is decided here, not in the API layer."""
 from __future__ import annotations
 
 import time
@@ -8,20 +9,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._backend import KernelTable, array_module, is_cupy
+from ._backend import Kernel, array_module, is_cupy
+from ._blas import single_thread
+from .kernels.cuda import cupy
 
-HALF_STEP = KernelTable("als_half_step", "als", {
-    "python": "pyml.reference.mf:als_half_step",
-    "numba": "pyml.kernels.numba.mf:als_half_step",
-    "cpp": "pyml._cpp.mf:als_half_step",
-    "cython": "pyml._cython.mf:als_half_step",
-    "cuda": "pyml._mf_cuda:als_half_step",
-})
-SGD_EPOCH = KernelTable("mf_sgd_epoch", "als", {
-    "python": "pyml.reference.mf:mf_sgd_epoch",
-    "numba": "pyml.kernels.numba.mf:mf_sgd_epoch",
-    "cpp": "pyml._cpp.mf:mf_sgd_epoch",
-})
+HALF_STEP = Kernel("mf", "als_half_step", ("python", "numba", "cpp", "cython", "cuda"))
+SGD_EPOCH = Kernel("mf", "mf_sgd_epoch", ("python", "numba", "cpp"))
+
+
+def _device_module(backend: str):
+    """numpy, or cupy for the cuda backend (factors and ratings then stay on the device)."""
+    if backend == "cuda":
+        return cupy()
+    return np
 
 
 class CSRArrays:
@@ -42,6 +42,15 @@ def half_step(kernel: Callable, R: CSRArrays, Y, X, reg: float, alpha: float, cg
     YtY = Y.T @ Y  # BLAS gemm once per half-step, shared by every row
     kernel(R.indptr, R.indices, R.data, Y, array_module(Y).ascontiguousarray(YtY), X,
            float(reg), float(alpha), int(cg_steps), bool(implicit), bool(exact))
+
+
+def solve_rows(backend: str, R, Y, X, *, reg: float, alpha: float, cg_steps: int,
+               implicit: bool, exact: bool):
+    """Rows of the CSR matrix ``R`` solved against fixed ``Y`` (X: warm start, updated)."""
+    with single_thread(backend):
+        half_step(HALF_STEP.get(backend), CSRArrays(R, Y.dtype), Y, X, reg, alpha, cg_steps,
+                  implicit, exact)
+    return X
 
 
 def als_loss(R: CSRArrays, X, Y, reg: float, alpha: float, implicit: bool,
@@ -71,24 +80,26 @@ def als_loss(R: CSRArrays, X, Y, reg: float, alpha: float, implicit: bool,
     return 0.5 * total + 0.5 * reg * norms
 
 
-def als_fit(backend: str, Rui: CSRArrays, Riu: CSRArrays, X, Y, *, reg: float, alpha: float,
-            iterations: int, cg_steps: int, implicit: bool, exact: bool,
-            callback: Callable[[int, float, float], Any] | None = None,
-            show_progress: bool = False, compute_loss: bool = True) -> list[float]:
-    """Run ``iterations`` of ALS in place on X (users) and Y (items); return the losses."""
-    if backend in ("numba", "cpp", "cython"):
-        # Y^T Y is the only BLAS call; a multi-threaded BLAS pool left spinning next to the
-        # kernel's own threads oversubscribes the cores (implicit warns about the same thing)
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            return _als_iterations(backend, Rui, Riu, X, Y, reg=reg, alpha=alpha,
-                                   iterations=iterations, cg_steps=cg_steps, implicit=implicit,
-                                   exact=exact, callback=callback, show_progress=show_progress,
-                                   compute_loss=compute_loss)
-    return _als_iterations(backend, Rui, Riu, X, Y, reg=reg, alpha=alpha, iterations=iterations,
-                           cg_steps=cg_steps, implicit=implicit, exact=exact, callback=callback,
-                           show_progress=show_progress, compute_loss=compute_loss)
+def als_fit(backend: str, R, X, Y, *, reg: float, alpha: float, iterations: int, cg_steps: int,
+            implicit: bool, exact: bool, callback: Callable[[int, float, float], Any] | None = None,
+            show_progress: bool = False, compute_loss: bool = True):
+    """``iterations`` of ALS on the validated CSR matrix ``R`` from the host factors X (users)
+    and Y (items); returns ``(X, Y, losses)`` as host arrays (losses: one per iteration when
+    ``compute_loss``, else empty; the callback then gets ``loss=None``, as implicit's does)."""
+    xp = _device_module(backend)
+    dt = X.dtype
+    X, Y = xp.asarray(X), xp.asarray(Y)
+    Rui, Riu = CSRArrays(R, dt, xp), CSRArrays(R.T.tocsr(), dt, xp)
+    # Y^T Y is the only BLAS call; a multi-threaded BLAS pool left spinning next to the
+    # kernel's own threads oversubscribes the cores (implicit warns about the same thing)
+    with single_thread(backend):
+        losses = _als_iterations(backend, Rui, Riu, X, Y, reg=reg, alpha=alpha,
+                                 iterations=iterations, cg_steps=cg_steps, implicit=implicit,
+                                 exact=exact, callback=callback, show_progress=show_progress,
+                                 compute_loss=compute_loss)
+    if xp is not np:  # the input was a host (scipy) matrix: outputs follow inputs
+        X, Y = X.get(), Y.get()
+    return X, Y, losses
 
 
 def _als_iterations(backend, Rui, Riu, X, Y, *, reg, alpha, iterations, cg_steps, implicit, exact,
@@ -108,20 +119,21 @@ def _als_iterations(backend, Rui, Riu, X, Y, *, reg, alpha, iterations, cg_steps
         half_step(kernel, Rui, Y, X, reg, alpha, cg_steps, implicit, exact)
         half_step(kernel, Riu, X, Y, reg, alpha, cg_steps, implicit, exact)
         if is_cupy(X):
-            import cupy
-
-            cupy.cuda.Device().synchronize()
+            X.device.synchronize()
         elapsed = time.perf_counter() - t0
         if not (np.isfinite(X).all() and np.isfinite(Y).all()):
             raise FloatingPointError(
                 f"ALS produced non-finite factors at iteration {it}: a normal-equation matrix was "
                 "not positive definite in this precision (ill-conditioned); use dtype=float64 or a "
                 "larger regularization")
-        loss = als_loss(Rui, X, Y, reg, alpha, implicit) if compute_loss else float("nan")
-        losses.append(loss)
+        loss = None
+        if compute_loss:
+            loss = als_loss(Rui, X, Y, reg, alpha, implicit)
+            losses.append(loss)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.5g}")
+            if loss is not None:
+                bar.set_postfix(loss=f"{loss:.5g}")
         if callback is not None:
             callback(it, elapsed, loss)
     if bar is not None:

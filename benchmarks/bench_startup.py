@@ -1,0 +1,120 @@
+"""`pyml bench startup`: what a user waits for before the first result, in fresh processes.
+
+Rows: ``import pyml`` (median of repeats, each a new interpreter), and for each public
+hot-loop function and compiled backend the first call's time minus a warm call's, measured
+after the Numba cache is warm (one untimed process first, as ``pyml warmup`` leaves it).
+Targets: import <= 0.3 s with scikit-learn installed; first call <= 50 ms above a warm call.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyml
+
+from ._harness import Case, Runner, check_size
+
+IMPORT_TARGET, FIRST_CALL_TARGET = 0.3, 0.050
+
+# Inputs are tiny on purpose: the warm call is then ~free and first - warm is the one-off cost
+# (module imports, extension loading, Numba cache loading) the user pays in a new process.
+_DATA = {
+    "kmeans": "X = rng.random((1000, 8)); C = X[:16].copy()",
+    "conv": "x = rng.random((2, 3, 16, 16)); w = rng.random((4, 3, 3, 3))",
+    "attention": "q, k, v = (rng.random((1, 2, 64, 16)) for _ in range(3))",
+    "mf": "R = scipy.sparse.random(200, 100, density=0.05, format='csr', random_state=0)",
+    "mdp": ("P = rng.random((4, 50, 50)); P /= P.sum(-1, keepdims=True); "
+            "Rw = rng.random((50, 4)); env = pyml.envs.maze(6)"),
+}
+
+# (loop, name, what the user writes); {b} is the backend. The first per loop is the "small" set.
+CALLS = [
+    ("kmeans", "kmeans_assign", "pyml.kmeans_assign(X, C, backend={b!r})"),
+    ("kmeans", "KMeans.fit", "pyml.KMeans(16, n_init=1, max_iter=5, random_state=0, backend={b!r}).fit(X)"),
+    ("conv", "conv2d", "pyml.conv2d(x, w, backend={b!r})"),
+    ("conv", "max_pool2d", "pyml.max_pool2d(x, 2, backend={b!r})"),
+    ("attention", "attention", "pyml.attention(q, k, v, backend={b!r})"),
+    ("mf", "ALS.fit", "pyml.ALS(factors=8, iterations=2, random_state=0, backend={b!r}).fit(R)"),
+    ("mf", "mf_sgd", "pyml.mf_sgd(R, epochs=2, backend={b!r})"),
+    ("mdp", "value_iteration", "pyml.value_iteration(P, Rw, 0.9, backend={b!r})"),
+    ("mdp", "q_learning", "pyml.q_learning(env, episodes=5, backend={b!r})"),
+]
+CYTHON_LOOPS = {"kmeans", "mf"}  # the loops with a Cython kernel
+
+_PROGRAM = """
+import time
+t0 = time.perf_counter()
+import pyml
+t_import = time.perf_counter() - t0
+import json, sys
+import numpy as np, scipy.sparse
+rng = np.random.default_rng(0)
+{data}
+t0 = time.perf_counter(); {call}; first = time.perf_counter() - t0
+warm = float("inf")
+for _ in range(3):
+    t0 = time.perf_counter(); {call}; warm = min(warm, time.perf_counter() - t0)
+print(json.dumps({{"import": t_import, "first": first, "warm": warm}}))
+"""
+
+
+def _fresh(code: str) -> dict[str, float]:
+    """Run ``code`` in a new interpreter; its last stdout line is a JSON dict of seconds."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ))
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip()
+                           else f"exit status {out.returncode}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def import_seconds(repeat: int) -> list[float]:
+    """``import pyml`` in ``repeat`` fresh interpreters."""
+    code = "import time; t = time.perf_counter(); import pyml, json; " \
+           "print(json.dumps({'import': time.perf_counter() - t}))"
+    _fresh(code)  # untimed: the first process after an install also writes .pyc files
+    return [_fresh(code)["import"] for _ in range(repeat)]
+
+
+def first_call_seconds(loop: str, call: str, backend: str, repeat: int) -> list[float]:
+    """First call minus the best of three warm calls, in ``repeat`` fresh processes."""
+    code = _PROGRAM.format(data=_DATA[loop], call=call.format(b=backend))
+    _fresh(code)  # untimed: fills the Numba cache as `pyml warmup` does
+    return [max(0.0, r["first"] - r["warm"]) for r in (_fresh(code) for _ in range(repeat))]
+
+
+def _sklearn_note() -> str:
+    import importlib.util
+
+    have = importlib.util.find_spec("sklearn") is not None
+    return f"scikit-learn {'installed' if have else 'not installed'}"
+
+
+def _backends(backends) -> list[str]:
+    if backends is None:
+        return [b for b in ("numba", "cpp", "cython") if pyml.backends()[b] is None]
+    return [b for b in backends if b != "cuda"]  # CUDA start-up is not a CPU process cost
+
+
+def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
+    """``import pyml`` and first-call overheads; "small": one function per loop, "large":
+    also the python reference backend."""
+    check_size(size)
+    seen: set[str] = set()
+    calls = []
+    for loop, name, call in CALLS:
+        if size != "small" or loop not in seen:
+            calls.append((loop, name, call))
+        seen.add(loop)
+    bs = _backends(backends) + (["python"] if size == "large" else [])
+    cases = [Case(f"startup: import pyml (target <= {IMPORT_TARGET} s)", "fresh interpreter",
+                  [Runner("pyml", "pyml", None, note=_sklearn_note(), timings=import_seconds)])]
+    for loop, name, call in calls:
+        runners = [Runner(f"pyml[{b}]", "pyml", None,
+                          timings=lambda r, lp=loop, c=call, b=b: first_call_seconds(lp, c, b, r))
+                   for b in bs if b != "cython" or loop in CYTHON_LOOPS]
+        cases.append(Case(f"startup: first - warm call (target <= {FIRST_CALL_TARGET * 1e3:.0f} ms)",
+                          f"{name}, after warmup", runners))
+    return cases
