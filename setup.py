@@ -2,7 +2,7 @@
 
 Each hot loop is compiled once per CPU variant (baseline x86-64-v2, avx2 = x86-64-v3,
 avx512 = x86-64-v4) into pyml._cpp.<variant>.<loop>; csrc/_targets.py holds the variants
-and pyml/_cpu.py chooses one at import. Nothing is built with -march=native.
+and pyml/_cpu.py chooses one at import; nothing is tuned to the build machine.
 """
 import os
 import sys

@@ -331,7 +331,10 @@ class KernelTable:
         return resolve_backend(backend, fam, self.backends, *arrays)
 
     def get(self, backend: str) -> Callable:
-        return _load(self.impls[backend], backend)
+        target = self.impls[backend]
+        if backend in _cpu.PACKAGES:  # the compiled kernels live in the CPU variant's package
+            target = target.replace(PACKAGES[backend], backend_package(backend), 1)
+        return _load(target, backend)
 
 
 # --------------------------------------------------------------------------- thread safety

@@ -62,7 +62,7 @@ def checks(rng: np.random.Generator) -> list[bool]:
     S, A = 19, 3
     P = rng.random((A, S, S))
     P /= P.sum(axis=2, keepdims=True)
-    Rw = rng.standard_normal((A, S))
+    Rw = rng.standard_normal((S, A))
     out.append(close("value_iteration dense cpp", pyml.value_iteration(P, Rw, 0.9, backend="cpp").V,
                      pyml.value_iteration(P, Rw, 0.9, backend="python").V, 1e-8))
     return out

@@ -116,13 +116,34 @@ def test_forcing_an_unknown_or_unbuilt_variant_is_a_clear_error(fresh_choice):
 def test_each_variant_this_cpu_runs_matches_the_reference(variant):
     if variant not in _cpu.built("cpp") or variant not in _cpu.runnable():
         pytest.skip(f"{variant} not built or not runnable on this CPU")
-    r = subprocess.run([sys.executable, str(SMOKE), "--expect", variant], env=_env(PYML_CPU=variant),
+    env = _env(PYML_CPU=variant)
+    r = subprocess.run([sys.executable, str(SMOKE), "--expect", variant], env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
+    # every check `pyml verify` knows (pyml._verify), on the compiled backends of this variant
+    r = subprocess.run([sys.executable, "-m", "pyml.cli", "verify", "--backends", "cpp", "cython"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and " 0 failed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     r = subprocess.run([sys.executable, "-m", "pyml.cli", "info"], env=_env(PYML_CPU=variant),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert re.search(rf"cpp\s+kernels: {variant} .*forced by PYML_CPU={variant}", r.stdout), r.stdout
+
+
+@needs_cpp
+@pytest.mark.slow
+@pytest.mark.skipif(not X86 or shutil.which("qemu-x86_64") is None, reason="needs qemu-x86_64")
+def test_forcing_avx512_on_an_avx2_cpu_raises_instead_of_sigill():
+    """On an emulated Haswell (AVX2, no AVX-512) a forced PYML_CPU=avx512 is refused with
+    the reason, and the default picks avx2 there."""
+    code = ("import numpy as np, pyml\n"
+            "try:\n    pyml.kmeans_assign(np.ones((4, 2)), np.ones((1, 2)), backend='cpp')\n"
+            "except pyml.BackendUnavailableError as e:\n    print('refused:', e)\n")
+    r = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", code],
+                       env=_env(PYML_CPU="avx512"), capture_output=True, text=True, timeout=600,
+                       cwd=ROOT / "tests")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "refused: PYML_CPU=avx512 asks for the avx512" in r.stdout and "cannot run" in r.stdout
 
 
 def _disassembly(so: pathlib.Path) -> str:
@@ -149,7 +170,15 @@ def test_each_variant_binary_uses_only_its_instruction_set(kind):
 
 
 def test_nothing_is_built_for_the_build_machine():
-    for f in ("setup.py", "csrc/_targets.py", "pyproject.toml"):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_targets", ROOT / "csrc" / "_targets.py")
+    targets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(targets)
+    flags = [f for fl in targets.targets().values() for f in fl] + targets.COMMON + targets.X86_PROBE
+    assert not [f for f in flags if "native" in f or f.startswith("-mtune=")], flags
+    assert set(targets.targets()) == (set(_cpu.VARIANTS) if X86 else {"baseline"})
+    for f in ("setup.py", "pyproject.toml"):
         assert "march=native" not in (ROOT / f).read_text(), f
 
 
