@@ -35,7 +35,8 @@ class UnsupportedCpuError(RuntimeError):
 
 
 def is_x86() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    """x86-64, where the three variants are built (csrc/_targets.py decides the same way)."""
+    return platform.machine().lower() in ("x86_64", "amd64")
 
 
 @lru_cache(maxsize=None)
@@ -96,6 +97,8 @@ def variant(backend: str) -> str:
                 f"{' '.join(features()) or 'unknown'}); unset PYML_CPU to choose automatically")
         return forced
     usable = [v for v in have if v in can]
+    if not have:
+        raise UnsupportedCpuError(f"no {backend} kernel variant is installed under {PACKAGES[backend]}")
     if not usable:
         raise UnsupportedCpuError(
             f"this CPU runs none of the built {backend} kernel variants ({', '.join(have) or 'none'}); "
