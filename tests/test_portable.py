@@ -3,6 +3,7 @@ this CPU runs checked against the reference, each variant binary limited to its 
 instruction set, and a manylinux wheel that installs into a fresh venv and runs."""
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import platform
@@ -146,6 +147,7 @@ def test_forcing_avx512_on_an_avx2_cpu_raises_instead_of_sigill():
     assert "refused: PYML_CPU=avx512 asks for the avx512" in r.stdout and "cannot run" in r.stdout
 
 
+@functools.lru_cache(maxsize=None)
 def _disassembly(so: pathlib.Path) -> str:
     return subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(so)], capture_output=True,
                           text=True, check=True).stdout
