@@ -16,7 +16,7 @@ from ._harness import SIZES
 
 # `pyml bench NAME`: the loop names, module pyml.benchmarks.bench_<loop>
 SUITES = {loop: loop for loop in ("kmeans", "conv", "attention", "mf", "mdp")}
-SUITES.update(startup="startup")
+SUITES.update(startup="startup", dask="dask")
 
 # Old spellings of `pyml bench NAME`, kept so existing scripts keep working.
 ALIASES = {"conv2d": "conv", "als": "mf", "value_iteration": "mdp"}
@@ -29,6 +29,7 @@ PEERS = {
     "mf": {"implicit": "implicit"},
     "mdp": {"pymdptoolbox": "mdptoolbox", "scipy": "scipy"},
     "startup": {},
+    "dask": {"dask-ml": "dask_ml"},
 }
 
 PEER_HINT = 'no peer library is installed; install them with  pip install "pyml[bench]"'

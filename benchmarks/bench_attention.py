@@ -3,24 +3,76 @@ torch.nn.functional.scaled_dot_product_attention on CPU (same thread count); wit
 also pyml[cuda] and torch SDPA on cuda, float32 and float16 (GPU_SIZES). Nothing touches a GPU
 unless pyml's cuda backend is available.
 
+End to end rows: the call a user writes, ``pyml.attention(q, k, v)`` / ``causal=True`` at its
+defaults (backend=None, validation included), on float32 (B, H, N, D) arrays from NumPy and on
+the (B, H, N, D) view of a (B, N, H, D) projection (``x.transpose(0, 2, 1, 3)``: one copy);
+the setup share (validation and conversion before the first kernel call) goes under notes.
+
 Peer timing: forward under no_grad; backward = autograd's backward of one recorded forward
 (retain_graph, so only the backward is timed). FLOPs: forward 4*B*H*Nq*Nk*D (two products),
 halved when causal; backward 2.5x the forward (five products), as flash-attention counts.
 """
 from __future__ import annotations
 
+import sys
+import time
+
 import numpy as np
 
 import pyml
 
-from ._harness import Case, Runner
+from ._harness import Case, Runner, check_size
 
 # name -> (B, H, N, D, causal, with_backward)
 SIZES = {
     "default": [(1, 8, 2048, 64, False, True), (1, 8, 2048, 64, True, True),
                 (1, 1, 16384, 64, True, False)],
     "small": [(1, 8, 512, 64, False, True), (1, 8, 512, 64, True, True)],
+    "large": [(2, 16, 4096, 64, False, True), (2, 16, 4096, 64, True, True),
+              (1, 8, 16384, 128, True, False)],
 }
+KERNELS = ("attention_forward", "attention_backward")  # the compiled kernels' one name
+
+
+def setup_seconds(call) -> float:
+    """Seconds from the start of ``call()`` to its first compiled kernel call (a C-level call
+    named like a kernel: pybind11 functions and Numba dispatchers), observed with a profile
+    hook through the public call only."""
+    first: list[float] = []
+
+    def hook(frame, event, arg):
+        if not first and event == "c_call" and getattr(arg, "__name__", "") in KERNELS:
+            first.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    sys.setprofile(hook)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return (first[0] if first else time.perf_counter()) - t0
+
+
+def _end_to_end_runners(q, k, v, do, causal):
+    """pyml.attention / attention_backward as a user calls them: defaults, (B, H, N, D) float32
+    from NumPy, and the head-major view of a (B, N, H, D) projection (copied once inside)."""
+    qt, kt, vt = (np.ascontiguousarray(a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for a in (q, k, v))
+    fwd = []
+    for label, args, note in (("pyml end to end", (q, k, v), "pyml.attention(q, k, v) at defaults"),
+                              ("pyml end to end (B,N,H,D) view", (qt, kt, vt),
+                               "q = x.transpose(0, 2, 1, 3) of a (B, N, H, D) projection: one copy")):
+        call = (lambda a=args: pyml.attention(*a, causal=causal))
+        fwd.append(Runner(label, "pyml", lambda c=call: c, note=note, setup=lambda c=call: setup_seconds(c)))
+
+    bound = {}
+
+    def prep():  # the forward that gives out and lse is untimed setup of the backward row
+        out, lse = pyml.attention(q, k, v, causal=causal, return_lse=True)
+        bound["call"] = lambda: pyml.attention_backward(do, q, k, v, out, lse, causal=causal)
+        return bound["call"]
+    bwd = [Runner("pyml end to end", "pyml", prep, setup=lambda: setup_seconds(bound["call"]),
+                  note="pyml.attention_backward(do, q, k, v, out, lse) at defaults")]
+    return fwd, bwd
 GPU_SIZES = [(1, 8, 4096, 64, False, True), (1, 8, 4096, 64, True, True)]  # float16, cuda only
 
 
@@ -84,8 +136,7 @@ def _pyml_runners(q, k, v, do, causal, backends):
 
 
 def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
+    check_size(size)
     if backends is None:
         backends = [be for be in ("cpp", "numba", "cuda") if pyml.backends()[be] is None]
     gpu = "cuda" in backends and pyml.backends()["cuda"] is None
@@ -97,6 +148,10 @@ def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
         # the scalar Numba kernel takes minutes at N=16384: compiled C++ only there
         bes = [be for be in backends if (N <= 4096 or be != "numba") and be != "cuda"]
         fwd, bwd = _pyml_runners(q, k, v, do, causal, bes)
+        if "cpp" in bes or "numba" in bes:
+            ef, eb = _end_to_end_runners(q, k, v, do, causal)
+            fwd += ef
+            bwd += eb
         if gpu:
             cf, cb = _cuda_runners(q, k, v, do, causal)
             fwd.append(cf)

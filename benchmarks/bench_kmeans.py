@@ -1,32 +1,39 @@
-"""k-means benchmark: the assignment step alone and a 10-iteration Lloyd fit, every pyml
-backend against scikit-learn and faiss, all from the same data and the same initial centres.
+"""k-means benchmark: the assignment step alone, a 10-iteration Lloyd fit from given centres
+(every pyml backend against scikit-learn, scikit-learn-intelex and faiss, same data, same
+initial centres), and the fit end to end exactly as a user writes it --
+``pyml.KMeans(n_clusters=256, random_state=0, max_iter=10).fit(X)`` on float32 and float64
+NumPy data, greedy k-means++ seeding and validation included -- beside the peers' own
+default calls.
 
 `pyml bench kmeans` runs :func:`suite`; `pytest benchmarks/bench_kmeans.py` runs the small
-pytest-benchmark tests at the bottom.
+pytest-benchmark tests at the bottom. Public API only.
 """
 from __future__ import annotations
 
 import importlib.util
-import warnings
+import sys
+import time
 
 import numpy as np
 
 import pyml
-from pyml._kmeans_estimator import ConvergenceWarning  # scikit-learn's when installed
 
 try:
-    from ._harness import Case, Runner
+    from ._harness import Case, Runner, check_size
 except ImportError:  # run as a plain module from the source tree
-    from _harness import Case, Runner
+    from _harness import Case, Runner, check_size
 
-SIZES = {"default": (200_000, 32, 256), "small": (20_000, 32, 64), "tiny": (2_000, 8, 16)}
+SIZES = {"default": (200_000, 32, 256), "small": (20_000, 32, 64), "large": (1_000_000, 64, 1024)}
 ITERS = 10
 CPU_BACKENDS = ("numba", "cpp", "cython")
+PEER_MODULES = {"scikit-learn": "sklearn", "sklearnex": "sklearnex", "faiss": "faiss"}
+# the kernels whose first call ends the setup of a public call (any backend's spelling)
+KERNELS = {"kmeans_assign", "kmedians_assign", "kmeans_plusplus_step"}
 
 
-def _problem(size: str):
+def _problem(size: str, dtype=np.float32):
     n, d, k = SIZES[size]
-    X, _, _ = pyml.datasets.make_blobs(n, d, k, cluster_std=4.0, dtype=np.float32, seed=0)
+    X, _, _ = pyml.datasets.make_blobs(n, d, k, cluster_std=4.0, dtype=dtype, seed=0)
     C0 = X[np.random.default_rng(1).choice(n, k, replace=False)].copy()
     return X, C0
 
@@ -38,11 +45,30 @@ def _backends(backends):
 
 
 def _peers(peers):
-    have = {"scikit-learn": importlib.util.find_spec("sklearn") is not None,
-            "faiss": importlib.util.find_spec("faiss") is not None}
-    if peers is None:
-        return [p for p, ok in have.items() if ok]
-    return [p for p in peers if have.get(p)]
+    have = {p: importlib.util.find_spec(m) is not None for p, m in PEER_MODULES.items()}
+    return [p for p in (PEER_MODULES if peers is None else peers) if have.get(p)]
+
+
+def setup_seconds(call) -> float:
+    """Seconds from the start of ``call()`` to its first kernel call (the validation and
+    conversion a user pays before any k-means work), observed with a profile hook."""
+    first: list[float] = []
+
+    def hook(frame, event, arg):
+        if first:
+            return
+        name = getattr(arg, "__name__", "") if event == "c_call" else (
+            frame.f_code.co_name if event == "call" else "")
+        if name in KERNELS:
+            first.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    sys.setprofile(hook)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return (first[0] if first else time.perf_counter()) - t0
 
 
 def _assign_runner(b, X, C0):
@@ -53,24 +79,25 @@ def _assign_runner(b, X, C0):
             Xd, Cd = cp.asarray(X), cp.asarray(C0)
             return lambda: pyml.kmeans_assign(Xd, Cd, backend="cuda")
         return lambda: pyml.kmeans_assign(X, C0, backend=b)
-    return Runner(f"pyml[{b}]", "pyml", prepare, device="gpu" if b == "cuda" else "cpu")
+    return Runner(f"pyml[{b}]", "pyml", prepare, device="gpu" if b == "cuda" else "cpu",
+                  setup=(lambda: setup_seconds(lambda: pyml.kmeans_assign(X, C0, backend=b)))
+                  if b != "cuda" else None)
 
 
 def _fit_runner(b, X, C0):
+    def make():
+        return pyml.KMeans(C0.shape[0], init=C0, n_init=1, max_iter=ITERS, tol=0.0, backend=b)
+
     def prepare():
-        Xin, Cin = X, C0
+        Xin = X
         if b == "cuda":
             import cupy as cp
 
             Xin = cp.asarray(X)
-        km = pyml.KMeans(C0.shape[0], init=Cin, n_init=1, max_iter=ITERS, tol=0.0, backend=b)
-
-        def fit():
-            with warnings.catch_warnings():  # 10 iterations on purpose: not converged
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                return km.fit(Xin)
-        return fit
-    return Runner(f"pyml[{b}]", "pyml", prepare, device="gpu" if b == "cuda" else "cpu")
+        km = make()
+        return lambda: km.fit(Xin)
+    return Runner(f"pyml[{b}]", "pyml", prepare, device="gpu" if b == "cuda" else "cpu",
+                  setup=(lambda: setup_seconds(lambda: make().fit(X))) if b != "cuda" else None)
 
 
 def _peer_assign(p, X, C0):
@@ -81,13 +108,24 @@ def _peer_assign(p, X, C0):
             index = faiss.IndexFlatL2(X.shape[1])
             index.add(C0)
             return lambda: index.search(X, 1)
+        note = "faiss IndexFlatL2.search"
+    elif p == "sklearnex":
+        return None  # sklearnex has no public assignment call besides KMeans.predict
     else:
         def prepare():
             from sklearn.metrics import pairwise_distances_argmin_min
 
             return lambda: pairwise_distances_argmin_min(X, C0)
-    return Runner(p, "peer", prepare, note="faiss IndexFlatL2.search" if p == "faiss"
-                  else "sklearn pairwise_distances_argmin_min")
+        note = "sklearn pairwise_distances_argmin_min"
+    return Runner(p, "peer", prepare, note=note)
+
+
+def _sk_kmeans(p):
+    if p == "sklearnex":
+        from sklearnex.cluster import KMeans
+    else:
+        from sklearn.cluster import KMeans
+    return KMeans
 
 
 def _peer_fit(p, X, C0):
@@ -101,17 +139,45 @@ def _peer_fit(p, X, C0):
             return lambda: km.train(X, init_centroids=C0)
     else:
         def prepare():
-            from sklearn.cluster import KMeans
-
-            km = KMeans(k, init=C0, n_init=1, max_iter=ITERS, tol=0.0, algorithm="lloyd")
+            km = _sk_kmeans(p)(k, init=C0, n_init=1, max_iter=ITERS, tol=0.0, algorithm="lloyd")
             return lambda: km.fit(X)
     return Runner(p, "peer", prepare)
 
 
+def _e2e_pyml(X, k):
+    def call():
+        return pyml.KMeans(n_clusters=k, random_state=0, max_iter=ITERS).fit(X)
+
+    def prepare():
+        return call
+    return Runner("pyml", "pyml", prepare, setup=lambda: setup_seconds(call),
+                  note="pyml.KMeans(n_clusters, random_state=0, max_iter=10).fit(X): greedy k-means++ included")
+
+
+def _e2e_peer(p, X, k):
+    d = X.shape[1]
+    if p == "faiss":
+        def prepare():
+            import faiss
+
+            # faiss seeds with random points (no k-means++) and needs float32
+            def call():
+                km = faiss.Kmeans(d, k, niter=ITERS, seed=0, max_points_per_centroid=X.shape[0])
+                km.train(np.ascontiguousarray(X, dtype=np.float32))
+                return km
+            return call
+        note = "faiss.Kmeans(d, k, niter=10).train(X): random seeding, float32 only"
+    else:
+        def prepare():
+            return lambda: _sk_kmeans(p)(n_clusters=k, random_state=0, max_iter=ITERS).fit(X)
+        note = f"{p} KMeans(n_clusters, random_state=0, max_iter=10).fit(X): greedy k-means++"
+    return Runner(p, "peer", prepare, note=note)
+
+
 def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
-    """The assignment step and a 10-iteration fit on n x d float32 data, k centres."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
+    """The assignment step, a 10-iteration fit from given centres, and the fit end to end
+    (float32 and float64) on n x d data with k centres."""
+    check_size(size)
     X, C0 = _problem(size)
     n, d = X.shape
     k = C0.shape[0]
@@ -119,24 +185,31 @@ def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
     problem = f"n={n} d={d} k={k} float32"
     flops = 2.0 * n * k * d
     assign = Case("kmeans assign", problem,
-                  [_assign_runner(b, X, C0) for b in bs] + [_peer_assign(p, X, C0) for p in ps],
+                  [_assign_runner(b, X, C0) for b in bs]
+                  + [r for r in (_peer_assign(p, X, C0) for p in ps) if r is not None],
                   flops=flops, roof="sgemm")
     # a fit = ITERS assignment + update steps (+ pyml's and sklearn's final assignment)
     fit = Case(f"kmeans fit ({ITERS} Lloyd iterations)", problem,
                [_fit_runner(b, X, C0) for b in bs] + [_peer_fit(p, X, C0) for p in ps],
                flops=flops * ITERS, roof="sgemm", per="fit")
-    return [assign, fit]
+    cases = [assign, fit]
+    for dt, roof in ((np.float32, "sgemm"), (np.float64, "dgemm")):
+        Xu = X if dt == np.float32 else X.astype(dt)  # as a user has it: NumPy, C order
+        cases.append(Case("kmeans fit end to end", f"n={n} d={d} k={k} {np.dtype(dt).name}",
+                          [_e2e_pyml(Xu, k)] + [_e2e_peer(p, Xu, k) for p in ps],
+                          flops=flops * ITERS, roof=roof, per="fit"))
+    return cases
 
 
 # ----------------------------------------------------------------------- pytest-benchmark
 def test_assign_small(benchmark):
-    X, C0 = _problem("tiny")
+    X, C0 = _problem("small")
     labels, _ = benchmark(pyml.kmeans_assign, X, C0)
     assert labels.shape == (X.shape[0],)
 
 
 def test_fit_small(benchmark):
-    X, C0 = _problem("tiny")
+    X, C0 = _problem("small")
     km = pyml.KMeans(C0.shape[0], init=C0, max_iter=ITERS, tol=0.0)
     benchmark(km.fit, X)
     assert km.cluster_centers_.shape == C0.shape

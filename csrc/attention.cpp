@@ -17,6 +17,10 @@
 // (folding scale into Q or K, or into an FMA with the exp argument, doubles the float64 error
 // against it). exp is a branch-free vector polynomial (vexp, tested in tests/test_attention.py).
 // Tiles: BQ = BK = 64 (score tile 16 KiB in float32); larger or smaller tiles measured no faster.
+// Grouped-query attention: k and v have Hk heads, query head h reads head h / (H / Hk); dK and dV
+// are written per query head (B, H, Nk, .) and the driver sums each group (no write races).
+// Dropout: P_ij is multiplied by 1/(1-p) or 0 from a SplitMix64 hash of the score's index (the
+// same bits as pyml.reference.attention.dropout_keep), so the backward redraws the forward's mask.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #ifdef _OPENMP
@@ -110,10 +114,24 @@ inline vec_t<T> vexp(vec_t<T> x) {
 template <typename T> inline vec_t<T> vmax(vec_t<T> a, vec_t<T> b) { return a < b ? b : a; }
 
 struct Geometry {
-    i64 B, H, Nq, Nk, D, Dv;
+    i64 B, H, Nq, Nk, D, Dv, Hk;
     i64 msb, msh, msq;  // mask strides (elements) for batch, head, query; key stride is 1
     bool has_mask, causal;
+    std::uint64_t seed = 0, threshold = 0;  // dropout: kept when hash >> 40 >= threshold
+    double inv_keep = 1;                      // 1 / (1 - dropout_p)
+    // the key/value head (b, h / (H / Hk)) of query head bh = b * H + h
+    i64 kv(i64 bh) const { return (bh / H) * Hk + (bh % H) / (H / Hk); }
 };
+
+// Dropout factor of score (i, j) of head bh: 1/(1-p) if kept, else 0 (SplitMix64, Steele et al. 2014).
+template <typename T>
+inline T dropout_factor(const Geometry& g, i64 bh, i64 i, i64 j) {
+    std::uint64_t z = g.seed + (std::uint64_t)((bh * g.Nq + i) * g.Nk + j + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (z >> 40) >= g.threshold ? (T)g.inv_keep : T(0);
+}
 
 // Scores of one tile from the raw products, as the reference rounds them: S = S * scale + mask, and
 // -inf where causal hides key j > i. S(r, c) = S[r*sq + c*sk] for query i0 + r, key j0 + c; the
@@ -144,8 +162,8 @@ void forward(const T* q, const T* k, const T* v, const T* mask, const Geometry& 
             const i64 bh = task % BH, i0 = (ntq - 1 - task / BH) * BQ;  // costliest (causal) first
             const int nq = (int)std::min<i64>(BQ, g.Nq - i0), nqv = round_up(nq, W<T>);
             const T* qt = q + (bh * g.Nq + i0) * D;
-            const T* kb = k + bh * g.Nk * D;
-            const T* vb = v + bh * g.Nk * Dv;
+            const T* kb = k + g.kv(bh) * g.Nk * D;
+            const T* vb = v + g.kv(bh) * g.Nk * Dv;
             const T* mrow0 = g.has_mask ? mask + (bh / g.H) * g.msb + (bh % g.H) * g.msh + i0 * g.msq : nullptr;
             // Qt = Q_tile^T; padding columns [nq, nqv) are 0, so padded scores stay finite
             for (i64 d = 0; d < D; ++d)
@@ -180,6 +198,9 @@ void forward(const T* q, const T* k, const T* v, const T* mask, const Geometry& 
                         if (alpha[rr - r] != T(1))
                             for (i64 d = 0; d < Dv; ++d) O[rr * Dv + d] *= alpha[rr - r];
                 }
+                if (g.threshold)  // dropout after the normaliser: l and lse stay those of P
+                    for (int c = 0; c < nk; ++c)
+                        for (int r = 0; r < nq; ++r) St[c * BQ + r] *= dropout_factor<T>(g, bh, i0 + r, j0 + c);
                 gemm<T>(nq, (int)Dv, nk, St, 1, BQ, vb + j0 * Dv, Dv, O.data(), Dv, true);  // O += P V
             }
             for (int r = 0; r < nq; ++r) {
@@ -207,8 +228,8 @@ void backward_key_tile(i64 bh, i64 j0, const T* dout, const T* q, const T* k, co
     typedef vec_t<T> V;
     const i64 D = g.D, Dv = g.Dv;
     const int nk = (int)std::min<i64>(BK, g.Nk - j0), nkv = round_up(nk, W<T>);
-    const T* kt = k + (bh * g.Nk + j0) * D;
-    const T* vt = v + (bh * g.Nk + j0) * Dv;
+    const T* kt = k + (g.kv(bh) * g.Nk + j0) * D;
+    const T* vt = v + (g.kv(bh) * g.Nk + j0) * Dv;
     // Kt = K_tile^T, Vt = V_tile^T; padding columns [nk, nkv) are 0
     for (i64 d = 0; d < D; ++d)
         for (int c = 0; c < nkv; ++c) s.Kt[d * BK + c] = c < nk ? kt[c * D + d] : T(0);
@@ -232,6 +253,15 @@ void backward_key_tile(i64 bh, i64 j0, const T* dout, const T* q, const T* k, co
             if (L == ninf<T>()) {  // fully masked row: no probability, no gradient
                 std::fill(sr, sr + nkv, T(0));
                 std::fill(dr, dr + nkv, T(0));
+                continue;
+            }
+            if (g.threshold) {  // dropout: P Z in S for dV, dS = P (Z dP~ - Delta)
+                for (int c = 0; c < nkv; c += W<T>) vstore(sr + c, vexp<T>(vload(sr + c) - L));
+                for (int c = 0; c < nk; ++c) {
+                    const T z = dropout_factor<T>(g, bh, i0 + r, j0 + c), p = sr[c];
+                    dr[c] = p * (z * dr[c] - Di);
+                    sr[c] = p * z;
+                }
                 continue;
             }
             for (int c = 0; c < nkv; c += W<T>) {
@@ -296,19 +326,24 @@ void backward(const T* dout, const T* q, const T* k, const T* v, const T* lse, c
 }
 
 Geometry geometry(const py::buffer_info& q, const py::buffer_info& k, const py::buffer_info& v,
-                  i64 msb, i64 msh, i64 msq, bool has_mask, bool causal) {
+                  i64 msb, i64 msh, i64 msq, bool has_mask, bool causal, double dropout_p, i64 seed) {
     if (q.ndim != 4 || k.ndim != 4 || v.ndim != 4) throw std::invalid_argument("q, k, v must be 4-d");
-    Geometry g{q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3], msb, msh, msq, has_mask, causal};
-    if (k.shape[0] != g.B || k.shape[1] != g.H || k.shape[3] != g.D || v.shape[0] != g.B ||
-        v.shape[1] != g.H || v.shape[2] != g.Nk)
+    Geometry g{q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3], k.shape[1],
+               msb, msh, msq, has_mask, causal};
+    if (k.shape[0] != g.B || g.Hk < 1 || g.H % g.Hk != 0 || k.shape[3] != g.D || v.shape[0] != g.B ||
+        v.shape[1] != g.Hk || v.shape[2] != g.Nk)
         throw std::invalid_argument("attention: q, k, v shapes do not agree");
+    if (!(dropout_p >= 0 && dropout_p < 1)) throw std::invalid_argument("attention: dropout_p must be in [0, 1)");
+    g.seed = (std::uint64_t)seed;  // the driver passes the 64-bit seed as its two's-complement int64
+    g.threshold = (std::uint64_t)(dropout_p * 16777216.0);  // exact: p * 2^24, truncated as the reference
+    g.inv_keep = 1.0 / (1.0 - dropout_p);
     return g;
 }
 
 template <typename T>
 void forward_py(arr<T> q, arr<T> k, arr<T> v, arr<T> mask, i64 msb, i64 msh, i64 msq, bool has_mask,
-                bool causal, double scale, arr<T> out, arr<T> lse) {
-    Geometry g = geometry(q.request(), k.request(), v.request(), msb, msh, msq, has_mask, causal);
+                bool causal, double scale, double dropout_p, i64 seed, arr<T> out, arr<T> lse) {
+    Geometry g = geometry(q.request(), k.request(), v.request(), msb, msh, msq, has_mask, causal, dropout_p, seed);
     if (out.size() != g.B * g.H * g.Nq * g.Dv || lse.size() != g.B * g.H * g.Nq)
         throw std::invalid_argument("attention: out/lse have the wrong size");
     const T* mp = mask.data();
@@ -320,11 +355,13 @@ void forward_py(arr<T> q, arr<T> k, arr<T> v, arr<T> mask, i64 msb, i64 msh, i64
 
 template <typename T>
 void backward_py(arr<T> dout, arr<T> q, arr<T> k, arr<T> v, arr<T> lse, arr<T> delta, arr<T> mask,
-                 i64 msb, i64 msh, i64 msq, bool has_mask, bool causal, double scale, arr<T> dq,
-                 arr<T> dk, arr<T> dv) {
-    Geometry g = geometry(q.request(), k.request(), v.request(), msb, msh, msq, has_mask, causal);
+                 i64 msb, i64 msh, i64 msq, bool has_mask, bool causal, double scale, double dropout_p,
+                 i64 seed, arr<T> dq, arr<T> dk, arr<T> dv) {
+    Geometry g = geometry(q.request(), k.request(), v.request(), msb, msh, msq, has_mask, causal, dropout_p, seed);
+    // dk, dv are per query head: (B, H, Nk, D) and (B, H, Nk, Dv)
     if (dout.size() != g.B * g.H * g.Nq * g.Dv || lse.size() != g.B * g.H * g.Nq ||
-        delta.size() != lse.size() || dq.size() != q.size() || dk.size() != k.size() || dv.size() != v.size())
+        delta.size() != lse.size() || dq.size() != q.size() || dk.size() != g.B * g.H * g.Nk * g.D ||
+        dv.size() != g.B * g.H * g.Nk * g.Dv)
         throw std::invalid_argument("attention_backward: array sizes do not agree");
     T *a = dq.mutable_data(), *bk = dk.mutable_data(), *c = dv.mutable_data();
     py::gil_scoped_release release;

@@ -1,4 +1,5 @@
-// conv2d forward/backward and max/avg pooling forward/backward on NCHW float/double arrays.
+// conv2d forward/backward and max/avg pooling forward/backward (conv_pool.hpp) on NCHW
+// float/double arrays: the pybind11 module pyml._cpp.conv.
 // conv2d methods (the driver picks one per call, see pyml/_conv_driver.py):
 //  * stride 1: GEMMs on zero-padded row slabs (conv_slab.hpp), no unrolling buffer and no BLAS;
 //    grad-input is the same forward applied to dY with the flipped, transposed kernel.
@@ -17,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "conv_pool.hpp"
 #include "conv_slab.hpp"
 #include "conv_unroll.hpp"
 
@@ -238,15 +240,17 @@ conv_slab::Geo slab_geo(const py::array& x, const py::array& w, const py::array&
     return g;
 }
 
+// Returns whether every element of x is finite (the slab copies check it on the way, so the
+// driver needs no separate read pass over x; see conv_slab::fill_slab).
 template <typename T>
-void conv_forward_slab(Arr<T> x, Arr<T> w, Arr<T> bias, bool has_bias, Arr<T> y, long ph, long pw,
+bool conv_forward_slab(Arr<T> x, Arr<T> w, Arr<T> bias, bool has_bias, Arr<T> y, long ph, long pw,
                        long dh, long dw, long groups) {
     const conv_slab::Geo g = slab_geo<T>(x, w, y, ph, pw, dh, dw, groups);
     need(!has_bias || bias.size() == g.O, "conv_forward_slab: bias shape");
     const T *px = x.data(), *pk = w.data(), *pb = has_bias ? bias.data() : nullptr;
     T *py = y.mutable_data();
     py::gil_scoped_release nogil;
-    conv_slab::forward(g, px, pk, pb, py, parallel_worth(g.B * g.O * g.OH * g.OW * g.K()));
+    return conv_slab::forward(g, px, pk, pb, py, parallel_worth(g.B * g.O * g.OH * g.OW * g.K()));
 }
 
 template <typename T>
@@ -270,115 +274,65 @@ void conv_backward_slab(Arr<T> gy, Arr<T> x, Arr<T> w, Arr<T> dx, bool need_dx, 
     if (pdw) conv_slab::grad_weight(g, px, pg, pdw, par);
 }
 
+// Pooling (conv_pool.hpp): the output planes' shape comes from z / dz, so ceil_mode is only
+// the API layer's output size; divisor 0 means "no divisor_override".
+template <typename T>
+conv_pool::Plane pool_plane(const py::array &x, const py::array &z, long KH, long KW, long sh,
+                            long sw, long ph, long pw, const char *who) {
+    need(x.ndim() == 4 && z.ndim() == 4 && z.shape(0) == x.shape(0) && z.shape(1) == x.shape(1) &&
+             KH >= 1 && KW >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0,
+         who);
+    return {x.shape(0) * x.shape(1), x.shape(2), x.shape(3), z.shape(2), z.shape(3), KH, KW,
+            sh, sw, ph, pw};
+}
+
 template <typename T>
 void max_pool2d(Arr<T> x, Arr<T> z, Idx idx, long KH, long KW, long sh, long sw, long ph,
-                      long pw) {
-    need(x.ndim() == 4 && z.ndim() == 4 && idx.ndim() == 4, "max_pool: 4-D arrays expected");
-    const long BC = x.shape(0) * x.shape(1), H = x.shape(2), W = x.shape(3);
-    const long OH = z.shape(2), OW = z.shape(3);
-    need(z.shape(0) * z.shape(1) == BC && idx.size() == z.size(), "max_pool: shape mismatch");
+                long pw, long dh, long dw) {
+    const auto g = pool_plane<T>(x, z, KH, KW, sh, sw, ph, pw, "max_pool2d: shape mismatch");
+    need(idx.size() == z.size() && dh >= 1 && dw >= 1, "max_pool2d: indices or dilation");
     const T *px = x.data();
     T *pz = z.mutable_data();
     int64_t *pi = idx.mutable_data();
     py::gil_scoped_release nogil;
-#pragma omp parallel for schedule(static) if (parallel_worth(BC * OH * OW * KH * KW))
-    for (long bc = 0; bc < BC; ++bc) {
-        const T *plane = px + bc * H * W;
-        for (long i = 0; i < OH; ++i)
-            for (long j = 0; j < OW; ++j) {
-                T best = T(0);
-                int64_t arg = -1;
-                for (long m = 0; m < KH; ++m) {
-                    const long y = sh * i - ph + m;
-                    if (y < 0 || y >= H) continue;
-                    for (long n = 0; n < KW; ++n) {
-                        const long xx = sw * j - pw + n;
-                        if (xx >= 0 && xx < W && (arg < 0 || plane[y * W + xx] > best)) {
-                            best = plane[y * W + xx];
-                            arg = y * W + xx;
-                        }
-                    }
-                }
-                pz[(bc * OH + i) * OW + j] = best;
-                pi[(bc * OH + i) * OW + j] = arg;
-            }
-    }
+    conv_pool::max_forward(g, dh, dw, px, pz, pi, parallel_worth(g.BC * g.OH * g.OW * KH * KW));
 }
 
 template <typename T>
 void max_pool2d_backward(Arr<T> dz, Idx idx, Arr<T> dx) {
-    need(dz.ndim() == 4 && dx.ndim() == 4 && idx.size() == dz.size(), "max_pool2d_backward: shapes");
+    need(dz.ndim() == 4 && dx.ndim() == 4 && idx.size() == dz.size() &&
+             dz.shape(0) * dz.shape(1) == dx.shape(0) * dx.shape(1),
+         "max_pool2d_backward: shapes");
     const long BC = dx.shape(0) * dx.shape(1), HW = dx.shape(2) * dx.shape(3);
     const long P = dz.shape(2) * dz.shape(3);
     const T *pg = dz.data();
     const int64_t *pi = idx.data();
     T *pd = dx.mutable_data();
     py::gil_scoped_release nogil;
-#pragma omp parallel for schedule(static) if (parallel_worth(BC * P))
-    for (long bc = 0; bc < BC; ++bc) {
-        T *plane = pd + bc * HW;
-        std::fill(plane, plane + HW, T(0));
-        for (long k = 0; k < P; ++k) {
-            const int64_t a = pi[bc * P + k];
-            if (a >= 0 && a < HW) plane[a] += pg[bc * P + k];  // never trust an index blindly
-        }
-    }
+    conv_pool::max_backward(BC, HW, P, pg, pi, pd, parallel_worth(BC * P));
 }
 
 template <typename T>
-void avg_pool2d(Arr<T> x, Arr<T> z, long KH, long KW, long sh, long sw, long ph, long pw) {
-    need(x.ndim() == 4 && z.ndim() == 4, "avg_pool: 4-D arrays expected");
-    const long BC = x.shape(0) * x.shape(1), H = x.shape(2), W = x.shape(3);
-    const long OH = z.shape(2), OW = z.shape(3);
+void avg_pool2d(Arr<T> x, Arr<T> z, long KH, long KW, long sh, long sw, long ph, long pw,
+                bool count_include_pad, long divisor) {
+    const auto g = pool_plane<T>(x, z, KH, KW, sh, sw, ph, pw, "avg_pool2d: shape mismatch");
     const T *px = x.data();
     T *pz = z.mutable_data();
-    const T inv = T(1) / T(KH * KW);
     py::gil_scoped_release nogil;
-#pragma omp parallel for schedule(static) if (parallel_worth(BC * OH * OW * KH * KW))
-    for (long bc = 0; bc < BC; ++bc) {
-        const T *plane = px + bc * H * W;
-        for (long i = 0; i < OH; ++i)
-            for (long j = 0; j < OW; ++j) {
-                T s = T(0);
-                for (long m = 0; m < KH; ++m) {
-                    const long y = sh * i - ph + m;
-                    if (y < 0 || y >= H) continue;
-                    for (long n = 0; n < KW; ++n) {
-                        const long xx = sw * j - pw + n;
-                        if (xx >= 0 && xx < W) s += plane[y * W + xx];
-                    }
-                }
-                pz[(bc * OH + i) * OW + j] = s * inv;
-            }
-    }
+    conv_pool::avg_forward(g, {count_include_pad, divisor}, px, pz,
+                           parallel_worth(g.BC * g.OH * g.OW * KH * KW));
 }
 
 template <typename T>
-void avg_pool2d_backward(Arr<T> dz, Arr<T> dx, long KH, long KW, long sh, long sw, long ph, long pw) {
-    need(dz.ndim() == 4 && dx.ndim() == 4, "avg_pool2d_backward: 4-D arrays expected");
-    const long BC = dx.shape(0) * dx.shape(1), H = dx.shape(2), W = dx.shape(3);
-    const long OH = dz.shape(2), OW = dz.shape(3);
+void avg_pool2d_backward(Arr<T> dz, Arr<T> dx, long KH, long KW, long sh, long sw, long ph,
+                         long pw, bool count_include_pad, long divisor) {
+    const auto g = pool_plane<T>(dx, dz, KH, KW, sh, sw, ph, pw,
+                                 "avg_pool2d_backward: shape mismatch");
     const T *pg = dz.data();
     T *pd = dx.mutable_data();
-    const T inv = T(1) / T(KH * KW);
     py::gil_scoped_release nogil;
-#pragma omp parallel for schedule(static) if (parallel_worth(BC * OH * OW * KH * KW))
-    for (long bc = 0; bc < BC; ++bc) {
-        T *plane = pd + bc * H * W;
-        std::fill(plane, plane + H * W, T(0));
-        for (long i = 0; i < OH; ++i)
-            for (long j = 0; j < OW; ++j) {
-                const T g = pg[(bc * OH + i) * OW + j] * inv;
-                for (long m = 0; m < KH; ++m) {
-                    const long y = sh * i - ph + m;
-                    if (y < 0 || y >= H) continue;
-                    for (long n = 0; n < KW; ++n) {
-                        const long xx = sw * j - pw + n;
-                        if (xx >= 0 && xx < W) plane[y * W + xx] += g;
-                    }
-                }
-            }
-    }
+    conv_pool::avg_backward(g, {count_include_pad, divisor}, pg, pd,
+                            parallel_worth(g.BC * g.OH * g.OW * KH * KW));
 }
 
 template <typename T>

@@ -65,9 +65,13 @@ Blocking blocking(const Geo& g) {
 }
 
 // Fill the slab for image b, output rows [i0, i0+RB): rows outside the image and the pad are 0.
+// Returns the sum of v * 0 over the copied elements: NaN iff one of them is NaN or infinite
+// (IEEE: inf * 0 = NaN; -O3 without -ffast-math keeps the product), so the copy doubles as the
+// finiteness check of the input at no extra read (the blocks' rows cover every input row).
 template <typename T>
-void fill_slab(const Geo& g, const Blocking& bk, const T* x, long b, long i0, T* S) {
+T fill_slab(const Geo& g, const Blocking& bk, const T* x, long b, long i0, T* S) {
     const long Wp = g.Wp();
+    T probe = T(0);
     for (long c = 0; c < g.C; ++c) {
         const T* plane = x + (b * g.C + c) * g.H * g.W;
         for (long r = 0; r < bk.R; ++r) {
@@ -78,11 +82,19 @@ void fill_slab(const Geo& g, const Blocking& bk, const T* x, long b, long i0, T*
                 continue;
             }
             std::fill(dst, dst + g.pw, T(0));
-            std::copy(plane + y * g.W, plane + (y + 1) * g.W, dst + g.pw);
+            const T* src = plane + y * g.W;
+            T* out = dst + g.pw;
+#pragma omp simd reduction(+ : probe)
+            for (long j = 0; j < g.W; ++j) {
+                const T v = src[j];
+                out[j] = v;
+                probe += v * T(0);
+            }
             std::fill(dst + g.pw + g.W, dst + Wp, T(0));
         }
     }
     std::fill(S + g.C * bk.R * Wp, S + bk.slab, T(0));
+    return probe;
 }
 
 // off[k] for k = (c, m, n) within one group, relative to the group's first slab channel.
@@ -190,9 +202,10 @@ inline void dw_panel(int M, int N, const T* S, const long* off, const T* G, long
     }
 }
 
-// y = conv(x, w) + bias, stride 1. w is (O, Cg, KH, KW); y is (B, O, OH, OW).
+// y = conv(x, w) + bias, stride 1. w is (O, Cg, KH, KW); y is (B, O, OH, OW). Returns false
+// when x holds a NaN or an infinity (found by the slab copies, see fill_slab).
 template <typename T>
-void forward(const Geo& g, const T* x, const T* w, const T* bias, T* y, bool parallel) {
+bool forward(const Geo& g, const T* x, const T* w, const T* bias, T* y, bool parallel) {
     constexpr long Wv = Vec<T>::W;
     const Blocking bk = blocking<T>(g);
     const long K = g.K(), Og = g.Og(), Wp = g.Wp(), P = g.OH * g.OW;
@@ -201,7 +214,8 @@ void forward(const Geo& g, const T* x, const T* w, const T* bias, T* y, bool par
     for (long q = 0; q < g.groups; ++q)
         for (long o = 0; o < Og; ++o)
             for (long k = 0; k < K; ++k) wt[(q * K + k) * Og + o] = w[(q * Og + o) * K + k];
-#pragma omp parallel if (parallel)
+    bool finite = true;
+#pragma omp parallel if (parallel) reduction(&& : finite)
     {
         std::vector<T> S(bk.slab), Cb(g.O * bk.Npad);
 #pragma omp for schedule(dynamic, 1)
@@ -209,7 +223,8 @@ void forward(const Geo& g, const T* x, const T* w, const T* bias, T* y, bool par
             const long b = t / bk.nblk, i0 = (t % bk.nblk) * bk.RB;
             const long rows = std::min(bk.RB, g.OH - i0);
             const long Npad = (rows * Wp + Wv - 1) / Wv * Wv;
-            fill_slab(g, bk, x, b, i0, S.data());
+            const T probe = fill_slab(g, bk, x, b, i0, S.data());
+            finite = finite && probe == probe;
             for (long q = 0; q < g.groups; ++q) {
                 const T* A = wt.data() + q * K * Og;
                 const T* Sg = S.data() + q * g.Cg() * bk.R * Wp;
@@ -227,6 +242,7 @@ void forward(const Geo& g, const T* x, const T* w, const T* bias, T* y, bool par
             }
         }
     }
+    return finite;
 }
 
 // dw (O, Cg, KH, KW) = sum_b dY[b] (*) x[b], stride 1.

@@ -1,6 +1,7 @@
-// k-means / k-medians kernels: argmin_i ||x-mu_i||^2 = argmin_i (||mu_i||^2 - 2 x.mu_i), argmin_i ||x-m_i||_1,
-// weighted centre sums and coordinate medians. Fast: a fused register-blocked kernel (kmeans_fused.hpp) or
-// per-thread SciPy-BLAS sgemm/dgemm on cache-sized tiles + an argmin pass, chosen by shape (use_fused).
+// k-means / k-medians kernels: argmin_i ||x-mu_i||^2 = argmin_i (||mu_i-m||^2 - 2 (x-m).(mu_i-m)) (m = mean of the
+// centres, against cancellation), argmin_i ||x-m_i||_1, weighted centre sums, coordinate medians, greedy k-means++ steps.
+// Fast: a fused register-blocked kernel (kmeans_fused.hpp) or per-thread SciPy-BLAS sgemm/dgemm on cache-sized
+// tiles + an argmin pass, chosen by shape (use_fused). Sizes are 64-bit throughout.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <omp.h>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "kmeans_fused.hpp"
+#include "kmeans_seed.hpp"
 
 namespace py = pybind11;
 template <typename T>
@@ -43,9 +45,13 @@ gemm_t<T> blas_gemm() {
 
 
 void check_2d(const py::buffer_info& X, const py::buffer_info& C) {
-    if (X.ndim != 2 || C.ndim != 2 || X.shape[1] != C.shape[1] || X.shape[0] < 1 || C.shape[0] < 1)
+    if (X.ndim != 2 || C.ndim != 2 || X.shape[1] != C.shape[1] || X.shape[0] < 1 || C.shape[0] < 1 || X.shape[1] < 1)
         throw std::invalid_argument("kmeans kernel: X (n, d) and C (k, d) with n, k, d >= 1 expected");
+    if (C.shape[0] > std::numeric_limits<int32_t>::max())
+        throw std::invalid_argument("kmeans kernel: more than 2^31 - 1 centres (labels are int32)");
 }
+
+constexpr int64_t INT_LIMIT = std::numeric_limits<int>::max();
 
 // Shape rule between the two assignment paths, from fused/BLAS time ratios measured side by
 // side on Zen 5 (AVX-512, 1 and 2 threads, float32 and float64, d = 1..2048, k = 1..2048):
@@ -55,7 +61,9 @@ void check_2d(const py::buffer_info& X, const py::buffer_info& C) {
 // centres and reduces across lanes once per row) and the BLAS tile path wins by 1.1-3x for
 // k <= 4, and for k <= 8 when d <= 16. Labels travel as T lanes in the fused kernel, exact
 // below 2^24 centres.
-bool use_fused(int k, int d) {
+// The BLAS path passes d to Fortran as an int: above INT_MAX only the fused kernel is usable.
+bool use_fused(int64_t k, int64_t d) {
+    if (d > INT_LIMIT) return true;
     if (k >= (1 << 24)) return false;
     return !(k <= 4 || (k <= 8 && d <= 16));
 }
@@ -67,40 +75,56 @@ py::tuple kmeans_assign(Arr<T> Xa, Arr<T> Ca, int ROWS, int KBLOCK, const std::s
     if (ROWS < 1 || KBLOCK < 1) throw std::invalid_argument("kmeans_assign: rows and kblock must be >= 1");
     if (method != "auto" && method != "fused" && method != "blas")
         throw std::invalid_argument("kmeans_assign: method must be 'auto', 'fused' or 'blas'");
-    const int64_t n = X.shape[0];
-    const int d = static_cast<int>(X.shape[1]), k = static_cast<int>(C.shape[0]);
+    const int64_t n = X.shape[0], d64 = X.shape[1], k64 = C.shape[0];
     py::array_t<int32_t> labels_a(n);
     Arr<T> dist_a(n);
     int32_t* labels = labels_a.mutable_data();
     T* dist = dist_a.mutable_data();
     const T* x = static_cast<const T*>(X.ptr);
     const T* c = static_cast<const T*>(C.ptr);
-    if (method == "fused" ? k < (1 << 24) : method == "auto" && use_fused(k, d)) {
+    if (method == "blas" && d64 > INT_LIMIT)
+        throw std::invalid_argument("kmeans_assign: the BLAS path needs d <= 2^31 - 1");
+    if (method == "fused" && k64 >= (1 << 24))
+        throw std::invalid_argument("kmeans_assign: the fused path needs k < 2^24");
+    if (method == "fused" || (method == "auto" && use_fused(k64, d64))) {
         {
             py::gil_scoped_release release;
-            kmfused::Fused<T>(c, k, d).assign(x, n, c, labels, dist);
+            kmfused::Fused<T>(c, k64, d64).assign(x, n, c, labels, dist);
         }
         return py::make_tuple(labels_a, dist_a);
     }
+    const int d = (int)d64;  // <= INT_MAX here (use_fused / the check above)
+    const int64_t k = k64;
     gemm_t<T> gemm = blas_gemm<T>();
     {
         py::gil_scoped_release release;
-        std::vector<T> cnorm(k);
-        for (int i = 0; i < k; ++i) {
+        // centres shifted by their mean (against the cancellation of ||c||^2 - 2 x.c), their norms
+        std::vector<double> mean(d, 0.0);
+        for (int64_t i = 0; i < k; ++i)
+            for (int t = 0; t < d; ++t) mean[t] += c[i * d + t];
+        std::vector<T> mt(d), cc((size_t)k * d), cnorm(k);
+        for (int t = 0; t < d; ++t) mt[t] = (T)(mean[t] / (double)k);
+        for (int64_t i = 0; i < k; ++i) {
             T s = 0;
-            for (int t = 0; t < d; ++t) s += c[(int64_t)i * d + t] * c[(int64_t)i * d + t];
+            for (int t = 0; t < d; ++t) {
+                const T v = c[i * d + t] - mt[t];
+                cc[(size_t)i * d + t] = v;
+                s += v * v;
+            }
             cnorm[i] = s;
         }
-        const int kb = std::min(k, KBLOCK);
+        const int kb = (int)std::min<int64_t>(k, KBLOCK);
         const int64_t ntiles = (n + ROWS - 1) / ROWS;
         const int nt = omp_get_max_threads();
         std::vector<T> scratch((size_t)nt * ROWS * kb);
+        std::vector<T> xshift((size_t)nt * ROWS * d);
         std::vector<T> bestv((size_t)nt * ROWS);
         std::vector<int32_t> besti((size_t)nt * ROWS);
 #pragma omp parallel num_threads(nt)
         {
             const int tid = omp_get_thread_num();
             T* G = scratch.data() + (size_t)tid * ROWS * kb;
+            T* xs = xshift.data() + (size_t)tid * ROWS * d;
             T* bv = bestv.data() + (size_t)tid * ROWS;
             int32_t* bi = besti.data() + (size_t)tid * ROWS;
             const T alpha = -2, beta = 0;
@@ -110,17 +134,22 @@ py::tuple kmeans_assign(Arr<T> Xa, Arr<T> Ca, int ROWS, int KBLOCK, const std::s
                 const int64_t r0 = tile * ROWS;
                 const int rows = (int)std::min<int64_t>(ROWS, n - r0);
                 for (int r = 0; r < rows; ++r) { bv[r] = std::numeric_limits<T>::infinity(); bi[r] = 0; }
-                for (int j0 = 0; j0 < k; j0 += kb) {
-                    const int kk = std::min(kb, k - j0);
+                for (int r = 0; r < rows; ++r) {
+                    const T* xi = x + (r0 + r) * d;
+#pragma omp simd
+                    for (int t = 0; t < d; ++t) xs[(size_t)r * d + t] = xi[t] - mt[t];
+                }
+                for (int64_t j0 = 0; j0 < k; j0 += kb) {
+                    const int kk = (int)std::min<int64_t>(kb, k - j0);
                     // column-major G (rows x kk) = X_tile (d x rows)^T * C_blk (d x kk), i.e. row j of
-                    // the row-major (kk x rows) buffer holds -2 x.c_j for every point of the tile
-                    gemm(&tr, &nn, &rows, &kk, &d, &alpha, x + r0 * d, &d, c + (int64_t)j0 * d, &d, &beta, G, &rows);
+                    // the row-major (kk x rows) buffer holds -2 (x-m).(c_j-m) for every point of the tile
+                    gemm(&tr, &nn, &rows, &kk, &d, &alpha, xs, &d, cc.data() + j0 * d, &d, &beta, G, &rows);
                     // fused argmin, vectorised across points (compare + blend, no horizontal reduction);
                     // ascending j with a strict < keeps the smallest index on a tie
                     for (int j = 0; j < kk; ++j) {
                         const T* g = G + (size_t)j * rows;
                         const T cj = cnorm[j0 + j];
-                        const int32_t jj = j0 + j;
+                        const int32_t jj = (int32_t)(j0 + j);
 #pragma omp simd
                         for (int r = 0; r < rows; ++r) {
                             const T v = g[r] + cj;
@@ -144,8 +173,7 @@ template <typename T>
 py::tuple kmedians_assign(Arr<T> Xa, Arr<T> Ca) {
     auto X = Xa.request(), C = Ca.request();
     check_2d(X, C);
-    const int64_t n = X.shape[0];
-    const int d = static_cast<int>(X.shape[1]), k = static_cast<int>(C.shape[0]);
+    const int64_t n = X.shape[0], d = X.shape[1], k = C.shape[0];
     py::array_t<int32_t> labels_a(n);
     Arr<T> dist_a(n);
     int32_t* labels = labels_a.mutable_data();
@@ -159,12 +187,12 @@ py::tuple kmedians_assign(Arr<T> Xa, Arr<T> Ca) {
             const T* xj = x + j * d;
             double best = std::numeric_limits<double>::infinity();
             int32_t bi = 0;
-            for (int i = 0; i < k; ++i) {
+            for (int64_t i = 0; i < k; ++i) {
                 const T* ci = c + (int64_t)i * d;
                 double s = 0;
 #pragma omp simd reduction(+ : s)
-                for (int t = 0; t < d; ++t) s += std::abs((double)xj[t] - (double)ci[t]);
-                if (s < best) { best = s; bi = i; }
+                for (int64_t t = 0; t < d; ++t) s += std::abs((double)xj[t] - (double)ci[t]);
+                if (s < best) { best = s; bi = (int32_t)i; }
             }
             labels[j] = bi;
             dist[j] = (T)best;
@@ -175,14 +203,14 @@ py::tuple kmedians_assign(Arr<T> Xa, Arr<T> Ca) {
 
 // Same rule as pyml.reference.kmeans.relocate_empty; serial because it is O(n) per empty cluster.
 template <typename T>
-void relocate_empty(const double* w, const int32_t* labels, const T* dist, int64_t n, int k,
+void relocate_empty(const double* w, const int32_t* labels, const T* dist, int64_t n, int64_t k,
                     std::vector<int32_t>& lab) {
     std::vector<double> W(k, 0.0);
     for (int64_t j = 0; j < n; ++j) W[labels[j]] += w[j];
     lab.assign(labels, labels + n);
     double prev_d = std::numeric_limits<double>::infinity();
     int64_t prev_j = -1;
-    for (int i = 0; i < k; ++i) {
+    for (int64_t i = 0; i < k; ++i) {
         if (W[i] != 0.0) continue;
         double best_d = -std::numeric_limits<double>::infinity();
         int64_t best_j = -1;
@@ -194,7 +222,7 @@ void relocate_empty(const double* w, const int32_t* labels, const T* dist, int64
             }
         }
         if (best_j < 0) break;
-        lab[best_j] = i;
+        lab[best_j] = (int32_t)i;
         prev_d = best_d;
         prev_j = best_j;
     }
@@ -214,7 +242,7 @@ void check_update(const py::buffer_info& X, const py::buffer_info& w, const py::
 // Per-thread weighted sums (k x d) and weights (k) of the points by label, all in one pass
 // (labels are range-checked on the way: false if one is out of range, nothing written for it).
 template <typename T>
-bool weighted_sums(const T* x, const double* wp, const int32_t* lab, int64_t n, int k, int d,
+bool weighted_sums(const T* x, const double* wp, const int32_t* lab, int64_t n, int64_t k, int64_t d,
                    std::vector<double>& part, int nt) {
     const size_t stride = (size_t)k * (d + 1);  // per thread: k sums of d, then k weights
     part.assign((size_t)nt * stride, 0.0);
@@ -232,7 +260,7 @@ bool weighted_sums(const T* x, const double* wp, const int32_t* lab, int64_t n, 
             double* Si = S + (size_t)i * d;
             W[i] += wj;
 #pragma omp simd
-            for (int t = 0; t < d; ++t) Si[t] += wj * (double)xj[t];
+            for (int64_t t = 0; t < d; ++t) Si[t] += wj * (double)xj[t];
         }
     }
     return ok;
@@ -242,8 +270,7 @@ template <typename T>
 Arr<T> kmeans_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Arr<T> Ca) {
     auto X = Xa.request(), w = wa.request(), l = la.request(), dd = da.request(), C = Ca.request();
     check_update(X, w, l, dd, C, false);  // labels: checked in weighted_sums' parallel pass
-    const int64_t n = X.shape[0];
-    const int d = static_cast<int>(X.shape[1]), k = static_cast<int>(C.shape[0]);
+    const int64_t n = X.shape[0], d = X.shape[1], k = C.shape[0];
     Arr<T> out_a({(py::ssize_t)k, (py::ssize_t)d});
     T* mu = out_a.mutable_data();
     const T* x = static_cast<const T*>(X.ptr);
@@ -269,10 +296,10 @@ Arr<T> kmeans_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Arr<
             weighted_sums(x, wp, lab.data(), n, k, d, part, nt);
         }
         if (ok) {  // O(nt k d): serial, one parallel region (and its wake-up) less per update
-            for (int i = 0; i < k; ++i) {
+            for (int64_t i = 0; i < k; ++i) {
                 double tw = 0;
                 for (int p = 0; p < nt; ++p) tw += part[(size_t)p * stride + (size_t)k * d + i];
-                for (int t = 0; t < d; ++t) {
+                for (int64_t t = 0; t < d; ++t) {
                     if (tw > 0.0) {
                         double s = 0;
                         for (int p = 0; p < nt; ++p) s += part[(size_t)p * stride + (size_t)i * d + t];
@@ -292,8 +319,7 @@ template <typename T>
 Arr<T> kmedians_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Arr<T> Ca) {
     auto X = Xa.request(), w = wa.request(), l = la.request(), dd = da.request(), C = Ca.request();
     check_update(X, w, l, dd, C);
-    const int64_t n = X.shape[0];
-    const int d = static_cast<int>(X.shape[1]), k = static_cast<int>(C.shape[0]);
+    const int64_t n = X.shape[0], d = X.shape[1], k = C.shape[0];
     Arr<T> out_a({(py::ssize_t)k, (py::ssize_t)d});
     T* m = out_a.mutable_data();
     const T* x = static_cast<const T*>(X.ptr);
@@ -306,23 +332,23 @@ Arr<T> kmedians_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Ar
         // members of each cluster, contiguous and in index order (counting sort)
         std::vector<int64_t> start(k + 1, 0), members(n);
         for (int64_t j = 0; j < n; ++j) ++start[lab[j] + 1];
-        for (int i = 0; i < k; ++i) start[i + 1] += start[i];
+        for (int64_t i = 0; i < k; ++i) start[i + 1] += start[i];
         std::vector<int64_t> fill(start.begin(), start.end() - 1);
         for (int64_t j = 0; j < n; ++j) members[fill[lab[j]]++] = j;
         int64_t maxcnt = 0;
-        for (int i = 0; i < k; ++i) maxcnt = std::max(maxcnt, start[i + 1] - start[i]);
+        for (int64_t i = 0; i < k; ++i) maxcnt = std::max(maxcnt, start[i + 1] - start[i]);
         std::copy(c, c + (size_t)k * d, m);
 #pragma omp parallel
         {
             std::vector<std::pair<T, double>> vw((size_t)maxcnt);  // per thread, sized once
 #pragma omp for schedule(dynamic, 1)
-            for (int i = 0; i < k; ++i) {
+            for (int64_t i = 0; i < k; ++i) {
                 const int64_t s0 = start[i], cnt = start[i + 1] - s0;
                 double half = 0;
                 for (int64_t q = 0; q < cnt; ++q) half += wp[members[s0 + q]];
                 if (cnt == 0 || !(half > 0.0)) continue;
                 half *= 0.5;
-                for (int t = 0; t < d; ++t) {
+                for (int64_t t = 0; t < d; ++t) {
                     for (int64_t q = 0; q < cnt; ++q) {
                         const int64_t j = members[s0 + q];
                         vw[q] = {x[j * d + t], wp[j]};
@@ -344,6 +370,53 @@ Arr<T> kmedians_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Ar
     return out_a;
 }
 
+// One greedy k-means++ step (kmeans_seed.hpp): the first candidate of lowest potential (its
+// position in candidates), that potential, and D2_new = min(D2, ||x - x_best||^2).
+template <typename T>
+py::tuple kmeans_plusplus_step(Arr<T> Xa, Arr<double> wa, Arr<double> D2a, Arr<int64_t> ca) {
+    auto X = Xa.request(), w = wa.request(), D = D2a.request(), cb = ca.request();
+    if (X.ndim != 2 || X.shape[0] < 1 || X.shape[1] < 1)
+        throw std::invalid_argument("kmeans_plusplus_step: X (n, d) with n, d >= 1 expected");
+    const int64_t n = X.shape[0], d = X.shape[1];
+    if (w.ndim != 1 || D.ndim != 1 || w.shape[0] != n || D.shape[0] != n)
+        throw std::invalid_argument("kmeans_plusplus_step: w and D2 must have shape (n,)");
+    if (cb.ndim != 1 || cb.shape[0] < 1)
+        throw std::invalid_argument("kmeans_plusplus_step: candidates must be a non-empty 1-d array");
+    const int64_t nc = cb.shape[0];
+    const int64_t* cand = static_cast<const int64_t*>(cb.ptr);
+    for (int64_t q = 0; q < nc; ++q)
+        if (cand[q] < 0 || cand[q] >= n) throw std::invalid_argument("kmeans_plusplus_step: candidate out of range");
+    const T* x = static_cast<const T*>(X.ptr);
+    py::array_t<double> out_a(n);
+    double* out = out_a.mutable_data();
+    int64_t best = 0;
+    double best_pot = std::numeric_limits<double>::infinity();
+    {
+        py::gil_scoped_release release;
+        std::vector<T> rows((size_t)nc * d);  // the candidates' rows, contiguous
+        for (int64_t q = 0; q < nc; ++q) std::copy(x + cand[q] * d, x + (cand[q] + 1) * d, rows.begin() + q * d);
+        const kmseed::Seed<T> seed{x, n, d};
+        std::vector<double> pot(nc);
+        const double* D2 = static_cast<const double*>(D.ptr);
+        // keeping every candidate's distances saves the second pass over X (transposes and all)
+        // when they fit in a modest buffer; else the best candidate's are recomputed
+        const bool keep = (size_t)nc * n * sizeof(T) <= ((size_t)256 << 20);
+        std::vector<T> dists(keep ? (size_t)nc * n : 0);
+        seed.potentials(static_cast<const double*>(w.ptr), D2, rows.data(), nc, pot.data(),
+                        keep ? dists.data() : nullptr);
+        for (int64_t q = 0; q < nc; ++q)
+            if (pot[q] < best_pot) { best_pot = pot[q]; best = q; }
+        if (keep) {
+            const T* s = dists.data() + best * n;
+#pragma omp parallel for schedule(static)
+            for (int64_t j = 0; j < n; ++j) out[j] = std::min(D2[j], (double)s[j]);
+        } else {
+            seed.update(D2, rows.data() + best * d, out);
+        }
+    }
+    return py::make_tuple(best, best_pot, out_a);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(kmeans, m) {
@@ -360,4 +433,6 @@ PYBIND11_MODULE(kmeans, m) {
     m.def("kmeans_update", &kmeans_update<double>);
     m.def("kmedians_update", &kmedians_update<float>);
     m.def("kmedians_update", &kmedians_update<double>);
+    m.def("kmeans_plusplus_step", &kmeans_plusplus_step<float>);
+    m.def("kmeans_plusplus_step", &kmeans_plusplus_step<double>);
 }

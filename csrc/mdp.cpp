@@ -1,7 +1,8 @@
-// Bellman backup V'(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')] (dense (A,S,S) and state-major CSR), and Q-learning/SARSA episodes.
-// Fast: max over actions fused with the backup (P read once per sweep), one omp parallel region over states (Jacobi), dense: four actions per pass sharing V loads; sparse: CSR streamed non-temporally so V stays in cache; serial in-place Gauss-Seidel.
+// Value iteration and iterative policy evaluation to convergence, V'(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')] (Sutton & Barto 2018, eq. 4.10), on dense (A,S,S) P or A CSR matrices; model checks and TD control are in mdp_check.hpp / mdp_td.hpp.
+// Fast: every sweep and the stopping test inside one OpenMP parallel region (no per-sweep fork or Python round trip; one thread below the grain size); dense: action-major register-blocked GEMV, then the fused max; sparse: the caller's CSR arrays read in place, streamed non-temporally so V stays in cache; serial in-place Gauss-Seidel.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,12 +12,22 @@
 #include <vector>
 
 #include <omp.h>
+#include <time.h>
+
+#include "mdp_check.hpp"
+#include "mdp_td.hpp"
+#include "mdp_threads.hpp"
 
 namespace py = pybind11;
 template <typename T>
 using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
+// Buffers the kernel writes and CSR arrays it reads in place: never a silent conversion copy.
+template <typename T>
+using Exact = py::array_t<T, py::array::c_style>;
 
 namespace {
+
+using mdp::threads_for;
 
 struct Dense {
     template <typename T>
@@ -51,7 +62,33 @@ struct Dense {
     }
 };
 
-// Backs up state s over actions [lo, hi); `q_of(a)` is the expected next value for (s, a).
+// The A CSR matrices, read where the caller keeps them: row s of matrix a is P(. | s, a).
+template <typename I, typename T>
+struct Csr {
+    std::vector<const I*> ip, ix;
+    std::vector<const T*> d;
+
+    double dot(int64_t a, int64_t s, const double* V) const {
+        const I* idx = ix[a];
+        const T* val = d[a];
+        int64_t k = ip[a][s];
+        const int64_t end = ip[a][s + 1];
+        // the CSR arrays stream through once per sweep: fetch them non-temporally so they
+        // do not evict V (the gather target) from the shared L3
+        __builtin_prefetch(val + k + 64, 0, 0);
+        __builtin_prefetch(idx + k + 128, 0, 0);
+        double t0 = 0.0, t1 = 0.0;  // two partial sums: halves the dependent add chain
+        for (; k + 1 < end; k += 2) {
+            t0 += static_cast<double>(val[k]) * V[idx[k]];
+            t1 += static_cast<double>(val[k + 1]) * V[idx[k + 1]];
+        }
+        if (k < end) t0 += static_cast<double>(val[k]) * V[idx[k]];
+        return t0 + t1;
+    }
+};
+
+// Backs up state s over its actions (only policy[s] when fixed); `q_of(a)` is the expected
+// next value of (s, a).
 template <typename F>
 inline void backup(int64_t s, int64_t A, const double* R, double gamma, const int64_t* policy,
                    bool fixed, F q_of, double& best, int64_t& arg) {
@@ -64,204 +101,233 @@ inline void backup(int64_t s, int64_t A, const double* R, double gamma, const in
     }
 }
 
-// Shared sweep skeleton: Jacobi (parallel over states) or Gauss-Seidel (serial: state s
-// must see the new values of states < s, so states cannot run concurrently).
-template <typename F>
-double sweep(int64_t S, int64_t A, const double* R, double gamma, double* V, double* V_out,
-             int64_t* policy, bool fixed, bool gauss_seidel, F q_of_sa) {
-    double delta = 0.0;
-    if (gauss_seidel) {
+// A chunk of about 1/8 of one thread's share: a thread descheduled on a busy machine holds
+// back at most one chunk while the others take the rest.
+inline int64_t chunk_of(int64_t n, int nt) { return std::max<int64_t>(16, n / (8 * int64_t(nt))); }
+
+inline double thread_cpu_seconds() {
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// Jacobi sweeps until the sup-norm change is below tol (or max_iter sweeps), all inside one
+// parallel region: `sweep(cur, nxt)` holds orphaned `omp for nowait` loops and returns its
+// thread's largest change; one thread combines them and swaps the buffers. The result ends
+// in V; res[it] is the change of sweep it.
+//
+// Under CPU contention a barrier waits for a descheduled thread for up to a scheduler slice,
+// which can make a parallel sweep slower than a serial one (issue: a solve 1000x slower with
+// one busy process beside it). So each parallel sweep's wall time is compared with the CPU
+// time its threads spent working: when two sweeps in a row (or one by far) took longer than
+// that work would take on one thread, the remaining sweeps run serially, outside any
+// parallel region.
+template <class Sweep>
+int64_t jacobi(int nt, int64_t S, int64_t max_iter, double tol, double* res, double* V,
+               double* scratch, Sweep sweep) {
+    std::vector<double> part(static_cast<size_t>(nt), 0.0), busy(static_cast<size_t>(nt), 0.0);
+    double* cur = V;
+    double* nxt = scratch;
+    int64_t n = 0;
+    bool stop = max_iter <= 0;
+    auto finish_sweep = [&](double delta) {
+        res[n] = delta;
+        ++n;
+        stop = delta < tol || n >= max_iter;
+        std::swap(cur, nxt);
+    };
+    if (nt > 1 && !stop) {
+        bool serial = false;
+        int slow = 0;
+        double last = omp_get_wtime();
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num();
+            while (!stop && !serial) {
+                const double t0 = thread_cpu_seconds();
+                part[tid] = sweep(static_cast<const double*>(cur), nxt);
+                busy[tid] = thread_cpu_seconds() - t0;
+#pragma omp barrier
+#pragma omp single
+                {
+                    double delta = 0.0, work = 0.0;
+                    for (int t = 0; t < omp_get_num_threads(); ++t) {
+                        delta = std::max(delta, part[t]);
+                        work += busy[t];
+                    }
+                    finish_sweep(delta);
+                    const double now = omp_get_wtime(), wall = now - last;
+                    slow = wall > work ? slow + 1 : 0;
+                    serial = slow >= 2 || wall > 3.0 * work;  // a stall that long: do not wait for a second
+                    last = now;
+                }  // the implicit barrier publishes cur, nxt, stop and serial to every thread
+            }
+        }
+    }
+    while (!stop) finish_sweep(sweep(static_cast<const double*>(cur), nxt));  // orphaned omp for: serial here
+    if (cur != V) std::copy(cur, cur + S, V);
+    return n;
+}
+
+// Gauss-Seidel: state s reads the new values of the states before it, so states run one
+// after another (no parallel region at all).
+template <class Backup>
+int64_t gauss_seidel(int64_t S, int64_t max_iter, double tol, double* res, double* V,
+                     int64_t* policy, bool fixed, Backup backup_state) {
+    for (int64_t it = 0; it < max_iter; ++it) {
+        double delta = 0.0;
         for (int64_t s = 0; s < S; ++s) {
-            double v; int64_t arg;
-            backup(s, A, R, gamma, policy, fixed, [&](int64_t a) { return q_of_sa(s, a, V); }, v, arg);
+            double v;
+            int64_t arg;
+            backup_state(s, static_cast<const double*>(V), v, arg);
             delta = std::max(delta, std::abs(v - V[s]));
-            V[s] = v; V_out[s] = v;
+            V[s] = v;
             if (!fixed) policy[s] = arg;
         }
-        return delta;
+        res[it] = delta;
+        if (delta < tol) return it + 1;
     }
-// guided, not static: on a shared machine a descheduled thread must not hold the sweep at the barrier.
-#pragma omp parallel for schedule(guided, 16) reduction(max : delta)
-    for (int64_t s = 0; s < S; ++s) {
-        double v; int64_t arg;
-        backup(s, A, R, gamma, policy, fixed, [&](int64_t a) { return q_of_sa(s, a, V); }, v, arg);
-        delta = std::max(delta, std::abs(v - V[s]));
-        V_out[s] = v;
-        if (!fixed) policy[s] = arg;
-    }
-    return delta;
+    return max_iter;
+}
+
+struct Buffers {
+    double* V;
+    double* scratch;
+    int64_t* policy;
+    double* res;
+};
+
+Buffers buffers(int64_t S, int64_t max_iter, Exact<double>& V, Exact<double>& scratch,
+                Exact<int64_t>& policy, Exact<double>& residuals) {
+    if (max_iter < 0 || V.size() != S || scratch.size() != S || policy.size() != S ||
+        residuals.size() < max_iter)
+        throw std::invalid_argument("value_iteration: V, scratch and policy need S entries, residuals max_iter");
+    return {V.mutable_data(), scratch.mutable_data(), policy.mutable_data(), residuals.mutable_data()};
 }
 
 template <typename T>
-double sweep_dense(Arr<T> P, Arr<double> R, double gamma, py::array_t<double> V,
-                   py::array_t<double> V_out, py::array_t<int64_t> policy, bool fixed,
-                   bool gauss_seidel) {
-    if (P.ndim() != 3 || R.ndim() != 2) throw std::invalid_argument("P must be (A,S,S), R (S,A)");
+int64_t value_iteration_dense(Exact<T> P, Arr<double> R, double gamma, Exact<double> V,
+                              Exact<double> scratch, Exact<int64_t> policy, bool fixed,
+                              bool gauss_seidel_order, double tol, int64_t max_iter,
+                              Exact<double> residuals) {
+    if (P.ndim() != 3 || P.shape(1) != P.shape(2)) throw std::invalid_argument("P must be (A, S, S)");
     const int64_t A = P.shape(0), S = P.shape(1);
-    if (P.shape(2) != S || R.shape(0) != S || R.shape(1) != A || V.size() != S ||
-        V_out.size() != S || policy.size() != S)
-        throw std::invalid_argument("sweep_dense: inconsistent shapes");
+    if (R.size() != S * A) throw std::invalid_argument("R must be (S, A)");
+    const Buffers b = buffers(S, max_iter, V, scratch, policy, residuals);
     const T* p = P.data();
     const double* r = R.data();
-    double* v = V.mutable_data();
-    double* vo = V_out.mutable_data();
-    int64_t* pol = policy.mutable_data();
+    int64_t* pol = b.policy;
     py::gil_scoped_release release;
-    if (fixed)  // one action per state: a plain dot
-        return sweep(S, A, r, gamma, v, vo, pol, fixed, gauss_seidel,
-                     [&](int64_t s, int64_t a, const double* Vc) {
-                         return Dense::dot(p + (a * S + s) * S, Vc, S);
-                     });
-    if (!gauss_seidel) {
-        // Jacobi: Q(s, a) for every pair first, matrix by matrix in blocks of four rows, then
-        // the fused max per state. P is still read once; Q is only S x A doubles.
-        std::vector<double> Q(static_cast<size_t>(S) * A);
-        double* q = Q.data();
-        const int64_t nb = (S + 3) / 4;
-#pragma omp parallel for schedule(static)
+    if (gauss_seidel_order) {
+        std::vector<double> q(static_cast<size_t>(A));
+        return gauss_seidel(S, max_iter, tol, b.res, b.V, pol, fixed,
+                            [&](int64_t s, const double* Vc, double& v, int64_t& arg) {
+                                if (fixed) {
+                                    q[pol[s]] = Dense::dot(p + (pol[s] * S + s) * S, Vc, S);
+                                } else {
+                                    Dense::rows(p + s * S, A, S * S, S, Vc, q.data(), 1);
+                                }
+                                backup(s, A, r, gamma, pol, fixed, [&](int64_t a) { return q[a]; }, v, arg);
+                            });
+    }
+    const int nt = threads_for(static_cast<double>(fixed ? 1 : A) * S * S, mdp::DENSE_GRAIN);
+    if (fixed) {  // one action per state: a plain dot per state
+        const int64_t chunk = chunk_of(S, nt);
+        return jacobi(nt, S, max_iter, tol, b.res, b.V, b.scratch, [&](const double* cur, double* nxt) {
+            double local = 0.0;
+#pragma omp for schedule(dynamic, chunk) nowait
+            for (int64_t s = 0; s < S; ++s) {
+                const int64_t a = pol[s];
+                nxt[s] = r[s * A + a] + gamma * Dense::dot(p + (a * S + s) * S, cur, S);
+                local = std::max(local, std::abs(nxt[s] - cur[s]));
+            }
+            return local;
+        });
+    }
+    // Q(s, a) for every pair first, matrix by matrix in blocks of four rows (each chunk one
+    // forward stream through P), then the fused max per state; Q is only S x A doubles.
+    std::vector<double> Q(static_cast<size_t>(S) * A);
+    double* q = Q.data();
+    const int64_t nb = (S + 3) / 4, qchunk = chunk_of(A * nb, nt), schunk = chunk_of(S, nt);
+    return jacobi(nt, S, max_iter, tol, b.res, b.V, b.scratch, [&](const double* cur, double* nxt) {
+#pragma omp for schedule(dynamic, qchunk)
         for (int64_t t = 0; t < A * nb; ++t) {
             const int64_t a = t / nb, s0 = (t % nb) * 4;
-            Dense::rows(p + (a * S + s0) * S, std::min<int64_t>(4, S - s0), S, S, v, q + s0 * A + a, A);
+            Dense::rows(p + (a * S + s0) * S, std::min<int64_t>(4, S - s0), S, S, cur, q + s0 * A + a, A);
+        }  // barrier: Q complete
+        double local = 0.0;
+#pragma omp for schedule(dynamic, schunk) nowait
+        for (int64_t s = 0; s < S; ++s) {
+            double v;
+            int64_t arg;
+            backup(s, A, r, gamma, pol, false, [&](int64_t a) { return q[s * A + a]; }, v, arg);
+            local = std::max(local, std::abs(v - cur[s]));
+            nxt[s] = v;
+            pol[s] = arg;
         }
-        return sweep(S, A, r, gamma, v, vo, pol, fixed, gauss_seidel,
-                     [&](int64_t s, int64_t a, const double*) { return q[s * A + a]; });
-    }
-    // Gauss-Seidel: all actions of a state at once, on the first action's call; each sweep visits a state
-    // once, so a per-thread (state, q) cache allocated per call is never stale.
-    const int nt = omp_get_max_threads();
-    std::vector<double> cache(static_cast<size_t>(nt) * A);
-    std::vector<int64_t> cached(nt, -1);
-    return sweep(S, A, r, gamma, v, vo, pol, fixed, gauss_seidel,
-                 [&](int64_t s, int64_t a, const double* Vc) {
-                     const int t = omp_in_parallel() ? omp_get_thread_num() : 0;
-                     double* q = cache.data() + static_cast<size_t>(t) * A;
-                     if (cached[t] != s) { Dense::rows(p + s * S, A, S * S, S, Vc, q, 1); cached[t] = s; }
-                     return q[a];
-                 });
+        return local;
+    });
 }
 
-template <typename T>
-double sweep_sparse(Arr<int64_t> indptr, Arr<int32_t> indices, Arr<T> data, int64_t A,
-                    Arr<double> R, double gamma, py::array_t<double> V, py::array_t<double> V_out,
-                    py::array_t<int64_t> policy, bool fixed, bool gauss_seidel) {
-    const int64_t S = V.size();
-    if (A < 1 || indptr.size() != S * A + 1 || R.size() != S * A || V_out.size() != S ||
-        policy.size() != S || indices.size() != data.size())
-        throw std::invalid_argument("sweep_sparse: inconsistent shapes");
-    const int64_t* ip = indptr.data();
-    const int32_t* ix = indices.data();
-    const T* d = data.data();
+template <typename I, typename T>
+int64_t value_iteration_sparse(std::vector<Exact<I>> indptr, std::vector<Exact<I>> indices,
+                               std::vector<Exact<T>> data, Arr<double> R, double gamma,
+                               Exact<double> V, Exact<double> scratch, Exact<int64_t> policy,
+                               bool fixed, bool gauss_seidel_order, double tol, int64_t max_iter,
+                               Exact<double> residuals) {
+    const int64_t A = static_cast<int64_t>(indptr.size()), S = V.size();
+    if (A < 1 || indices.size() != indptr.size() || data.size() != indptr.size() || R.size() != S * A)
+        throw std::invalid_argument("value_iteration_sparse: A indptr, indices and data arrays, R (S, A)");
+    Csr<I, T> P;
+    double nnz = 0.0;
+    for (int64_t a = 0; a < A; ++a) {
+        if (indptr[a].size() != S + 1) throw std::invalid_argument("value_iteration_sparse: indptr needs S + 1 entries");
+        P.ip.push_back(indptr[a].data());
+        P.ix.push_back(indices[a].data());
+        P.d.push_back(data[a].data());
+        nnz += static_cast<double>(indptr[a].data()[S]);
+    }
+    const Buffers b = buffers(S, max_iter, V, scratch, policy, residuals);
     const double* r = R.data();
-    double* v = V.mutable_data();
-    double* vo = V_out.mutable_data();
-    int64_t* pol = policy.mutable_data();
+    int64_t* pol = b.policy;
     py::gil_scoped_release release;
-    return sweep(S, A, r, gamma, v, vo, pol, fixed, gauss_seidel,
-                 [&](int64_t s, int64_t a, const double* Vc) {
-                     const int64_t row = s * A + a;
-                     // two partial sums: halves the dependent add chain of a short row
-                     double t0 = 0.0, t1 = 0.0;
-                     int64_t k = ip[row];
-                     const int64_t end = ip[row + 1];
-                     // the CSR arrays stream through once per sweep: fetch them non-temporally
-                     // so they do not evict V (the gather target) from the shared L3
-                     __builtin_prefetch(d + k + 64, 0, 0);
-                     __builtin_prefetch(ix + k + 128, 0, 0);
-                     for (; k + 1 < end; k += 2) {
-                         t0 += static_cast<double>(d[k]) * Vc[ix[k]];
-                         t1 += static_cast<double>(d[k + 1]) * Vc[ix[k + 1]];
-                     }
-                     if (k < end) t0 += static_cast<double>(d[k]) * Vc[ix[k]];
-                     return t0 + t1;
-                 });
-}
-
-// No fused multiply-add in the TD loop: its Q must match the reference bit for bit, or
-// greedy choices (and so whole trajectories) could diverge between backends.
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-
-// SplitMix64, the same stream as the reference and the Numba kernel.
-inline double uniform(uint64_t& state) {
-    state += 0x9E3779B97F4A7C15ULL;
-    uint64_t z = state;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
-}
-
-inline int64_t choose(const double* Q, int64_t A, int64_t s, uint64_t& state, double epsilon) {
-    if (uniform(state) < epsilon) return std::min(static_cast<int64_t>(uniform(state) * A), A - 1);
-    int64_t best = 0;
-    for (int64_t b = 1; b < A; ++b)
-        if (Q[s * A + b] > Q[s * A + best]) best = b;
-    return best;
-}
-
-py::array_t<double> td_control(Arr<int64_t> next_state, Arr<double> cum_prob, Arr<double> reward,
-                               Arr<bool> done, int64_t start, py::array_t<double> Q,
-                               int64_t episodes, double alpha, double gamma, double epsilon,
-                               int64_t max_steps, uint64_t seed, bool sarsa) {
-    if (next_state.ndim() != 3 || Q.ndim() != 2) throw std::invalid_argument("bad model shapes");
-    const int64_t S = next_state.shape(0), A = next_state.shape(1), K = next_state.shape(2);
-    if (Q.shape(0) != S || Q.shape(1) != A || cum_prob.size() != S * A * K ||
-        reward.size() != S * A * K || done.size() != S * A * K || start < 0 || start >= S)
-        throw std::invalid_argument("td_control: inconsistent shapes");
-    py::array_t<double> returns(episodes);
-    const int64_t* ns = next_state.data();
-    const double* cp = cum_prob.data();
-    const double* rw = reward.data();
-    const bool* dn = done.data();
-    double* q = Q.mutable_data();
-    double* ret = returns.mutable_data();
-    py::gil_scoped_release release;
-    uint64_t state = seed;
-    for (int64_t ep = 0; ep < episodes; ++ep) {
-        int64_t s = start;
-        int64_t a = choose(q, A, s, state, epsilon);
-        double total = 0.0;
-        for (int64_t t = 0; t < max_steps; ++t) {
-            const double u = uniform(state);
-            const int64_t base = (s * A + a) * K;
-            int64_t k = 0;
-            while (k < K - 1 && u >= cp[base + k]) ++k;
-            const int64_t s_next = ns[base + k];
-            const double r = rw[base + k];
-            const bool end = dn[base + k];
-            total += r;
-            int64_t a_next = 0;
-            double y;
-            if (sarsa) {
-                a_next = choose(q, A, s_next, state, epsilon);
-                y = end ? r : r + gamma * q[s_next * A + a_next];
-            } else if (end) {
-                y = r;
-            } else {
-                double m = q[s_next * A];
-                for (int64_t b = 1; b < A; ++b) m = std::max(m, q[s_next * A + b]);
-                y = r + gamma * m;
-            }
-            q[s * A + a] = q[s * A + a] + alpha * (y - q[s * A + a]);
-            if (!sarsa) a_next = choose(q, A, s_next, state, epsilon);
-            s = s_next;
-            a = a_next;
-            if (end) break;
+    if (gauss_seidel_order)
+        return gauss_seidel(S, max_iter, tol, b.res, b.V, pol, fixed,
+                            [&](int64_t s, const double* Vc, double& v, int64_t& arg) {
+                                backup(s, A, r, gamma, pol, fixed, [&](int64_t a) { return P.dot(a, s, Vc); }, v, arg);
+                            });
+    const int nt = threads_for(fixed ? nnz / A + S : nnz + S, mdp::SPARSE_GRAIN);
+    const int64_t chunk = chunk_of(S, nt);
+    return jacobi(nt, S, max_iter, tol, b.res, b.V, b.scratch, [&](const double* cur, double* nxt) {
+        double local = 0.0;
+#pragma omp for schedule(dynamic, chunk) nowait
+        for (int64_t s = 0; s < S; ++s) {
+            double v;
+            int64_t arg;
+            backup(s, A, r, gamma, pol, fixed, [&](int64_t a) { return P.dot(a, s, cur); }, v, arg);
+            local = std::max(local, std::abs(v - cur[s]));
+            nxt[s] = v;
+            if (!fixed) pol[s] = arg;
         }
-        ret[ep] = total;
-    }
-    return returns;
+        return local;
+    });
 }
-
-#pragma GCC pop_options
 
 }  // namespace
 
 PYBIND11_MODULE(mdp, m) {
-    m.doc() = "value iteration sweeps and tabular TD control";
-    m.def("sweep_dense", &sweep_dense<float>);
-    m.def("sweep_dense", &sweep_dense<double>);
-    m.def("sweep_sparse", &sweep_sparse<float>);
-    m.def("sweep_sparse", &sweep_sparse<double>);
-    m.def("td_control", &td_control);
+    m.doc() = "value iteration / policy evaluation to convergence, model checks, tabular TD control";
+    m.def("value_iteration_dense", &value_iteration_dense<float>);
+    m.def("value_iteration_dense", &value_iteration_dense<double>);
+    m.def("value_iteration_sparse", &value_iteration_sparse<int32_t, float>);
+    m.def("value_iteration_sparse", &value_iteration_sparse<int32_t, double>);
+    m.def("value_iteration_sparse", &value_iteration_sparse<int64_t, float>);
+    m.def("value_iteration_sparse", &value_iteration_sparse<int64_t, double>);
+    m.def("check_dense", &mdp::check_dense<float>);
+    m.def("check_dense", &mdp::check_dense<double>);
+    m.def("check_csr", &mdp::check_csr<int32_t, float>);
+    m.def("check_csr", &mdp::check_csr<int32_t, double>);
+    m.def("check_csr", &mdp::check_csr<int64_t, float>);
+    m.def("check_csr", &mdp::check_csr<int64_t, double>);
+    m.def("td_control", &mdp::td_control);
 }

@@ -1,4 +1,5 @@
-// ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started), and MF-SGD epochs.
+// ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started), the loss's
+// per-entry terms, MF-SGD epochs, and (mf_csr.hpp) the one read pass over the ratings.
 // Fast: one omp parallel region, dynamic schedule over power-law rows, per-thread scratch allocated once, f-contiguous SIMD loops;
 // the Gram matrix Y_u^T W Y_u of the exact solves is a register-blocked GEMM over gathered chunks of the row's items.
 #include <pybind11/numpy.h>
@@ -10,6 +11,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "mf_csr.hpp"
 #include "tile_gemm.hpp"
 
 namespace py = pybind11;
@@ -215,6 +217,43 @@ void als_half_step(arr<int64_t> indptr_, arr<int32_t> indices_, arr<T> data_, ar
     }
 }
 
+// sum over the stored entries of c (p - s)^2 - s^2 (implicit) or (r - s)^2 (explicit), s = x_u.y_i:
+// the part of the ALS objective that needs the gathers; double accumulation, rows in parallel.
+template <class T>
+double als_loss_terms(arr<int64_t> indptr_, arr<int32_t> indices_, arr<T> data_, arr<T> X_, arr<T> Y_,
+                      double alpha, bool implicit) {
+    const int64_t n = X_.shape(0), f = X_.shape(1), m = Y_.shape(0);
+    if (indptr_.shape(0) != n + 1 || Y_.shape(1) != f || indices_.shape(0) != data_.shape(0))
+        throw std::invalid_argument("als_loss_terms: inconsistent shapes");
+    const int64_t* indptr = indptr_.data();
+    const int32_t* idx = indices_.data();
+    const T* val = data_.data();
+    const T* X = X_.data();
+    const T* Y = Y_.data();
+    if (indptr[0] != 0 || indptr[n] > indices_.shape(0)) throw std::invalid_argument("als_loss_terms: bad indptr");
+    for (int64_t u = 0; u < n; ++u)
+        if (indptr[u + 1] < indptr[u]) throw std::invalid_argument("als_loss_terms: indptr not non-decreasing");
+    for (int64_t k = 0; k < indptr[n]; ++k)
+        if (idx[k] < 0 || idx[k] >= m) throw std::invalid_argument("als_loss_terms: column index out of range");
+    double total = 0.0;
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(dynamic, 64) reduction(+ : total)
+    for (int64_t u = 0; u < n; ++u) {
+        const T* x = X + u * f;
+        for (int64_t k = indptr[u]; k < indptr[u + 1]; ++k) {
+            prefetch_row(Y, idx, k, indptr[u + 1], f);
+            const double s = double(dot(x, Y + int64_t(idx[k]) * f, f)), r = double(val[k]);
+            if (implicit) {
+                const double c = 1.0 + alpha * r, p = r > 0 ? 1.0 : 0.0;
+                total += c * (p - s) * (p - s) - s * s;
+            } else {
+                total += (r - s) * (r - s);
+            }
+        }
+    }
+    return total;
+}
+
 template <class T>
 void mf_sgd_epoch(arr<int32_t> rows_, arr<int32_t> cols_, arr<T> vals_, arr<int64_t> order_,
                   py::array_t<T, py::array::c_style> U_, py::array_t<T, py::array::c_style> V_,
@@ -261,6 +300,9 @@ PYBIND11_MODULE(mf, m) {
     m.doc() = "ALS half-step (Cholesky / conjugate gradient) and MF-SGD epochs, OpenMP";
     m.def("als_half_step", &als_half_step<float>);
     m.def("als_half_step", &als_half_step<double>);
+    m.def("als_loss_terms", &als_loss_terms<float>);
+    m.def("als_loss_terms", &als_loss_terms<double>);
     m.def("mf_sgd_epoch", &mf_sgd_epoch<float>);
     m.def("mf_sgd_epoch", &mf_sgd_epoch<double>);
+    mf_csr::bind(m);
 }

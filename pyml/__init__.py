@@ -16,6 +16,7 @@ from ._backend import (  # noqa: E402
 )
 from . import datasets  # noqa: E402
 from .mf import ALS, mf_sgd  # noqa: E402
+from . import evaluation  # noqa: E402
 from .kmeans import KMeans, kmeans_assign, kmeans_plusplus  # noqa: E402
 from .conv import conv2d, conv2d_backward, conv_output_shape  # noqa: E402
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward  # noqa: E402
@@ -28,7 +29,7 @@ from .mdp import (greedy_policy, policy_evaluation, policy_iteration, q_values, 
 from .rl import q_learning, sarsa  # noqa: E402
 
 __all__ = [
-    "datasets", "ALS", "mf_sgd",
+    "datasets", "ALS", "mf_sgd", "evaluation",
     "attention", "attention_backward", "sinusoidal_positional_encoding",
     "multi_head_attention", "multi_head_attention_backward",
     "envs", "mdp", "rl", "value_iteration", "policy_iteration", "policy_evaluation", "q_values", "greedy_policy",

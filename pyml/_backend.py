@@ -1,9 +1,11 @@
 """Backend registry: which backends exist, which are usable here and why not, the
-"auto" choice per kernel, the default backend (config_context / set_backend) and threads.
+"auto" choice per kernel and the default backend (config_context / set_backend); threads
+are in :mod:`pyml._threads` (every compiled kernel loaded here is wrapped there).
 
 Registry by rule: a driver declares each kernel once as ``Kernel(loop, name, backends)``
 and the implementation of backend ``b`` is always the attribute ``name`` of the module
-``<PACKAGES[b]>.<loop>``, e.g. ``pyml._cpp.kmeans:kmeans_assign`` or
+``<backend_package(b)>.<loop>``, e.g. ``pyml._cpp.avx512.kmeans:kmeans_assign`` (the
+CPU variant in use, see pyml._cpu) or
 ``pyml.kernels.cuda.kmeans:kmeans_assign`` -- so grepping a kernel's name finds every
 backend's implementation and every caller. Imports are lazy, so a missing compiler, CuPy
 or GPU only matters to the backend that needs it.
@@ -11,14 +13,10 @@ or GPU only matters to the backend that needs it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import importlib
-import importlib.metadata
 import os
 import sys
 import threading
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Iterator
@@ -26,6 +24,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import _cpu
+from ._threads import (get_num_threads, max_threads, numba_entry, openmp_entry,  # noqa: F401
+                       preload_tbb, set_num_threads)
 
 # Numba's OpenMP threading layer and PyTorch's OpenMP pool slow each other down when both run
 # in one process (measured: torch SDPA 5-20x slower after a Numba prange kernel had run; the
@@ -301,7 +301,7 @@ class Kernel:
 def _load(target: str, backend: str) -> Callable:
     module, _, attr = target.partition(":")
     if backend == "numba":
-        _preload_tbb()  # before the module's first parallel launch picks a threading layer
+        preload_tbb()  # before the module's first parallel launch picks a threading layer
     try:
         fn = getattr(importlib.import_module(module), attr)
     except Exception as exc:
@@ -309,155 +309,7 @@ def _load(target: str, backend: str) -> Callable:
             f"cannot load the {backend} kernel {target} "
             f"({type(exc).__name__}: {exc}); {INSTALL_HINT.get(backend, '')}") from exc
     if backend == "numba":
-        return _numba_entry(fn)
+        return numba_entry(fn)  # thread-safe entry, pyml's thread count in every thread
     if backend in ("cpp", "cython"):
-        return _openmp_entry(fn)
+        return openmp_entry(fn)
     return fn
-
-
-# TEMPORARY during the issue-10 move; deleted once every driver uses Kernel.
-@dataclass(frozen=True)
-class KernelTable:
-    name: str
-    family: str
-    impls: dict[str, str]
-
-    @property
-    def backends(self) -> tuple[str, ...]:
-        return tuple(b for b in BACKENDS if b in self.impls)
-
-    def resolve(self, backend: str | None, *arrays: Any) -> str:
-        fam = {"conv2d": "conv", "als": "mf"}.get(self.family, self.family)
-        return resolve_backend(backend, fam, self.backends, *arrays)
-
-    def get(self, backend: str) -> Callable:
-        target = self.impls[backend]
-        if backend in _cpu.PACKAGES:  # the compiled kernels live in the CPU variant's package
-            target = target.replace(PACKAGES[backend], backend_package(backend), 1)
-        return _load(target, backend)
-
-
-# --------------------------------------------------------------------------- thread safety
-# Numba's workqueue threading layer aborts the process ("Concurrent access has been
-# detected") when two Python threads launch parallel kernels at once; TBB and OpenMP do
-# not. pyml depends on the `tbb` wheel where it exists, but pip puts libtbb.so.12 in
-# <prefix>/lib, which numba's tbbpool extension does not search, so it is loaded here
-# first (by soname the loader then finds it). Where TBB still cannot load, entry to the
-# numba kernels is serialised by one lock: safe, at the price of no overlap between threads.
-_numba_lock = threading.RLock()
-_numba_layer: list[str] = []   # the layer numba chose, known after its first parallel launch
-
-
-@lru_cache(maxsize=None)
-def _preload_tbb() -> bool:
-    if "NUMBA_THREADING_LAYER" in os.environ and os.environ["NUMBA_THREADING_LAYER"] != "tbb":
-        return False
-    try:
-        dist = importlib.metadata.distribution("tbb")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    for f in dist.files or ():
-        if f.name.startswith("libtbb.so.") and f.name.count(".") == 2:  # libtbb.so.12
-            try:
-                ctypes.CDLL(str(dist.locate_file(f)), mode=ctypes.RTLD_GLOBAL)
-                return True
-            except OSError:
-                return False
-    return False
-
-
-def _numba_layer_is_thread_safe() -> bool:
-    if not _numba_layer:
-        try:
-            import numba
-
-            _numba_layer.append(numba.threading_layer())
-        except (ValueError, ImportError):  # no parallel launch yet: assume the worst
-            return False
-    return _numba_layer[0] in ("tbb", "omp")
-
-
-def _numba_entry(fn: Callable) -> Callable:
-    """``fn`` made safe to call from several threads, with pyml's thread count applied."""
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        n = _global_config.get("num_threads")
-        if _numba_layer_is_thread_safe():
-            if n is not None:
-                _numba_threads(n)
-            return fn(*args, **kwargs)
-        with _numba_lock:
-            if n is not None:
-                _numba_threads(n)
-            return fn(*args, **kwargs)
-
-    return call
-
-
-def _openmp_entry(fn: Callable) -> Callable:
-    """OpenMP's thread count is per calling thread: apply pyml's in threads that have not."""
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        n = _global_config.get("num_threads")
-        if n is not None and getattr(_local, "omp_threads", None) != n:
-            importlib.import_module(_cpu.PROBE).set_num_threads(n)
-            _local.omp_threads = n
-        return fn(*args, **kwargs)
-
-    return call
-
-
-def _numba_threads(n: int) -> None:
-    import numba
-
-    # numba.set_num_threads is per calling thread too; cheap to check each call
-    n = min(n, numba.config.NUMBA_NUM_THREADS)
-    if numba.get_num_threads() != n:
-        numba.set_num_threads(n)
-
-
-# --------------------------------------------------------------------------- threads
-def max_threads() -> int:
-    """The CPUs this process may run on: more threads than that only oversubscribe."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in Numba, OpenMP (C++/Cython) and BLAS kernels, in every thread.
-
-    ``n`` above the CPUs available (:func:`max_threads`) is clamped to them with a warning.
-    The value is validated before anything changes, so a bad ``n`` changes nothing.
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be a positive integer, got {type(n).__name__} {n!r}")
-    if n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    n = int(n)
-    cap = max_threads()
-    if n > cap:
-        warnings.warn(f"set_num_threads({n}): this process may use {cap} CPUs; using {cap} threads",
-                      RuntimeWarning, stacklevel=2)
-        n = cap
-    from threadpoolctl import threadpool_limits
-
-    if _probe("numba") is None:
-        _numba_threads(n)
-    if _probe("cpp") is None:
-        importlib.import_module(_cpu.PROBE).set_num_threads(n)
-        _local.omp_threads = n
-    threadpool_limits(limits=n)
-    _global_config["num_threads"] = n
-
-
-def get_num_threads() -> int:
-    """The thread count pyml's kernels use (set_num_threads, else OpenMP's default)."""
-    if "num_threads" in _global_config:
-        return _global_config["num_threads"]
-    if _probe("cpp") is None:
-        return importlib.import_module(_cpu.PROBE).get_num_threads()
-    return max_threads()

@@ -1,72 +1,39 @@
-"""k-means driver: Lloyd / k-medians iterations, convergence and backend dispatch.
+"""k-means driver: k-means++ seeding, Lloyd / k-medians iterations, convergence, backend dispatch.
 
-One driver for every backend; only the four kernels differ (see the KernelTables). The
-kernels share one contract:
+One driver for every backend; only the kernels differ. Each kernel is declared once below as
+``Kernel("kmeans", name, backends)`` and lives at ``<backend package>.kmeans:<name>``
+(pyml._backend). The kernels share one contract:
 
-    assign(X, C) -> (labels int32 (n,), dist (n,))    squared L2 or L1 distance to the chosen centre
-    update(X, w, labels, dist, C) -> C_new             weighted means / coordinate medians, empty
-                                                       clusters refilled by relocate_empty's rule
+    kmeans_assign / kmedians_assign(X, C) -> (labels int32 (n,), dist (n,))
+        squared L2 / L1 distance to the chosen centre; ties go to the smallest index
+    kmeans_update / kmedians_update(X, w, labels, dist, C) -> C_new
+        weighted means / coordinate medians; empty clusters refilled by relocate_empty's rule
+    kmeans_plusplus_step(X, w, D2, candidates) -> (best, potential, D2_new)
+        greedy k-means++: the candidate whose addition lowers sum w min(D2, ||x - x_cand||^2)
+        the most, that potential and the updated D2 (float64)
 """
 from __future__ import annotations
 
-import contextlib
+import math
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from ._backend import KernelTable, array_module, is_cupy
-
-_REF = "pyml.reference.kmeans"
-_NB = "pyml.kernels.numba.kmeans"
-_CPP = "pyml._cpp.kmeans"
-_CY = "pyml._cython.kmeans"
-_CUDA = "pyml._kmeans_cuda"
-
-
-def _table(name: str, backends: tuple[str, ...]) -> KernelTable:
-    where = {"python": _REF, "numba": _NB, "cpp": _CPP, "cython": _CY, "cuda": _CUDA}
-    return KernelTable(name, "kmeans", {b: f"{where[b]}:{name}" for b in backends})
-
+from ._backend import Kernel, array_module, is_cupy, to_numpy
+from ._blas import single_thread
+from .kernels import cuda as cuda_glue
 
 ASSIGN = {
-    "euclidean": _table("kmeans_assign", ("python", "numba", "cpp", "cython", "cuda")),
-    "manhattan": _table("kmedians_assign", ("python", "numba", "cpp")),
+    "euclidean": Kernel("kmeans", "kmeans_assign", ("python", "numba", "cpp", "cython", "cuda")),
+    "manhattan": Kernel("kmeans", "kmedians_assign", ("python", "numba", "cpp")),
 }
 UPDATE = {
-    "euclidean": _table("kmeans_update", ("python", "numba", "cpp", "cuda")),
-    "manhattan": _table("kmedians_update", ("python", "numba", "cpp")),
+    "euclidean": Kernel("kmeans", "kmeans_update", ("python", "numba", "cpp", "cuda")),
+    "manhattan": Kernel("kmeans", "kmedians_update", ("python", "numba", "cpp")),
 }
+PLUSPLUS = Kernel("kmeans", "kmeans_plusplus_step", ("python", "numba", "cpp"))
 METRICS = tuple(ASSIGN)
-
-
-@lru_cache(maxsize=1)
-def _blas_libs() -> tuple:
-    # SciPy's BLAS must be loaded before threadpoolctl looks for it; the scan is slow
-    # (milliseconds), so it is done once and the library handles are reused.
-    import scipy.linalg.cython_blas  # noqa: F401
-    from threadpoolctl import ThreadpoolController
-
-    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
-
-
-@contextlib.contextmanager
-def blas_single_thread(backend: str) -> Iterator[None]:
-    """The numba/cpp/cython kernels call BLAS once per tile from every parallel thread: keep the
-    BLAS itself single-threaded meanwhile so the two thread pools do not oversubscribe."""
-    if backend not in ("numba", "cpp", "cython"):
-        yield
-        return
-    libs = _blas_libs()
-    old = [lib.get_num_threads() for lib in libs]
-    for lib in libs:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, n in zip(libs, old):
-            lib.set_num_threads(n)
 
 
 def resolve(metric: str, backend: str | None, *arrays: Any) -> str:
@@ -74,13 +41,60 @@ def resolve(metric: str, backend: str | None, *arrays: Any) -> str:
     return ASSIGN[metric].resolve(backend, *arrays)
 
 
-def _update_backend(metric: str, backend: str, *arrays: Any) -> str:
-    # cython has only the assignment kernel: pair it with the fastest available update.
-    if backend in UPDATE[metric].backends:
+def _paired(kernel: Kernel, backend: str, *arrays: Any) -> str:
+    # A backend without this kernel (cython has only the assignment; cuda has no seeding
+    # kernel) is paired with the fastest available one, on the host for the seeding.
+    if backend in kernel.backends:
         return backend
-    return UPDATE[metric].resolve("auto", *arrays)
+    return kernel.resolve("auto", *arrays)
 
 
+def assign(X, C, metric: str = "euclidean", backend: str | None = None):
+    """(labels, dist) of validated X, C (same float dtype) on the resolved backend."""
+    b = resolve(metric, backend, X, C)
+    with single_thread(b):
+        return ASSIGN[metric].get(b)(X, C)
+
+
+# --------------------------------------------------------------------------- seeding
+def default_trials(k: int) -> int:
+    """scikit-learn's number of local trials of greedy k-means++: 2 + floor(ln k)."""
+    return 2 + int(math.log(k))
+
+
+def _draw(cum: np.ndarray, u) -> np.ndarray:
+    # Inverse-CDF draw; side="right" never lands on a zero-probability point.
+    return np.minimum(np.searchsorted(cum, u, side="right"), cum.shape[0] - 1)
+
+
+def plusplus(X, k: int, w: np.ndarray, rng: np.random.Generator, n_local_trials: int,
+             backend: str | None = None) -> np.ndarray:
+    """Indices of k greedy k-means++ centres (Arthur & Vassilvitskii 2007; the greedy variant
+    of scikit-learn): the first drawn with probability w / sum w, every next one the best of
+    ``n_local_trials`` candidates drawn with probability w D(x)^2 / sum w D^2, best meaning
+    the lowest potential sum w min(D^2, ||x - candidate||^2). n_local_trials=1 is the plain
+    k-means++ of the paper. X is validated (float32/float64, C-contiguous); w float64."""
+    Xh = to_numpy(X)  # seeding runs on the host (no cuda kernel: it is O(n k trials d) once)
+    b = _paired(PLUSPLUS, ASSIGN["euclidean"].resolve(backend), Xh)
+    step = PLUSPLUS.get(b)
+    n = Xh.shape[0]
+    idx = np.empty(k, np.int64)
+    cum_w = np.cumsum(w)
+    idx[0] = _draw(cum_w, rng.random() * cum_w[-1])
+    D2 = np.full(n, np.inf)
+    with single_thread(b):
+        _, _, D2 = step(Xh, w, D2, idx[:1].copy())
+        for c in range(1, k):
+            cum = np.cumsum(w * D2)
+            if not cum[-1] > 0:  # every positive-weight point already chosen (duplicates)
+                cum = cum_w
+            cand = _draw(cum, rng.random(n_local_trials) * cum[-1]).astype(np.int64)
+            best, _, D2 = step(Xh, w, D2, cand)
+            idx[c] = cand[best]
+    return idx
+
+
+# --------------------------------------------------------------------------- Lloyd
 @dataclass
 class LloydResult:
     centers: Any
@@ -93,30 +107,31 @@ class LloydResult:
 
 def lloyd(X, w, C0, *, metric: str = "euclidean", max_iter: int = 300, tol: float = 0.0,
           backend: str | None = None, verbose: int = 0) -> LloydResult:
-    """Alternate assignment and centre update until the squared centre shift is <= ``tol``,
-    the labels stop changing, or ``max_iter`` updates were made. Inputs are validated by the
-    caller (pyml.kmeans); ``w`` is float64, X and C0 share a float dtype."""
+    """Alternate assignment and centre update until the labels stop changing, the squared
+    centre shift is <= ``tol``, or ``max_iter`` updates were made (scikit-learn's rules and
+    its n_iter count). Inputs are validated by the caller (pyml.kmeans); ``w`` is float64,
+    X and C0 share a float dtype."""
     b = resolve(metric, backend, X)
     if b == "cuda" and not is_cupy(X):  # the estimator's NumPy data: iterate on the device
-        import cupy
-
-        X, C0 = cupy.asarray(X), cupy.asarray(C0)
+        cp = cuda_glue.cupy()
+        X, C0 = cp.asarray(X), cp.asarray(C0)
     xp = array_module(X)
     w = xp.asarray(w)
-    assign = ASSIGN[metric].get(b)
-    update = UPDATE[metric].get(_update_backend(metric, b, X))
+    assign_k = ASSIGN[metric].get(b)
+    update = UPDATE[metric].get(_paired(UPDATE[metric], b, X))
     C = C0
     prev = None
     history: list[float] = []
     converged, fresh, n_iter = False, False, max_iter
-    with blas_single_thread(b):
+    with single_thread(b):
         for it in range(max_iter):
-            labels, dist = assign(X, C)
+            labels, dist = assign_k(X, C)
             history.append(float((w * dist).sum()))
             if verbose:
                 print(f"k-means iteration {it}: objective {history[-1]:.6g}")
             if prev is not None and bool(xp.array_equal(labels, prev)):
-                converged, fresh, n_iter = True, True, it  # same labels: same centres again
+                # same labels: the update would give the same centres (scikit-learn counts it)
+                converged, fresh, n_iter = True, True, it + 1
                 break
             C_new = update(X, w, labels, dist, C)
             shift = float(((C_new - C) ** 2).sum())
@@ -125,7 +140,7 @@ def lloyd(X, w, C0, *, metric: str = "euclidean", max_iter: int = 300, tol: floa
                 converged, n_iter = True, it + 1
                 break
         if not fresh:  # final assignment so that labels_ agree with cluster_centers_
-            labels, dist = assign(X, C)
+            labels, dist = assign_k(X, C)
     inertia = float((w * dist).sum())
     if verbose:
         print(f"k-means {'converged' if converged else 'stopped'} after {n_iter} iterations; "

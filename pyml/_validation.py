@@ -1,6 +1,6 @@
 """The one validation layer: every public entry point calls these before any kernel runs.
 
-Rules (DESIGN.md, "Bad input"): ints/bools are converted to float, complex and object
+Rules: ints/bools are converted to float, complex and object
 arrays are refused, NaN/inf are refused with the position of the first bad value,
 empty arrays are refused, non-contiguous arrays are copied (never silently wrong), and
 nothing the caller passed is modified in place.
@@ -8,6 +8,7 @@ nothing the caller passed is modified in place.
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any, Iterable
 
 import numpy as np
@@ -23,19 +24,28 @@ def _describe(x: Any) -> str:
 
 def check_array(x: Any, name: str, *, ndim: int | Iterable[int] | None = None,
                 dtype: Any = None, allow_empty: bool = False, check_finite: bool = True,
-                order: str = "C"):
+                order: str = "C", finite_hint: bool = False):
     """Return ``x`` as a contiguous float32/float64 NumPy or CuPy array, or raise.
 
     dtype=None keeps float32/float64 and converts integer/bool input to float64;
-    a dtype forces that dtype. Returns a copy only when conversion is needed.
+    a dtype forces that dtype. Returns a copy only when conversion is needed. Nested
+    lists and other array-likes are accepted wherever arrays are.
+    ``finite_hint=True`` (only for callers that have a ``check_finite`` parameter) adds
+    "pass check_finite=False to skip this check" to the NaN/inf error.
 
     >>> check_array([[1, 2]], "X").dtype
     dtype('float64')
     >>> check_array([[1.0, float("nan")]], "X")
     Traceback (most recent call last):
     ...
-    ValueError: X contains NaN or infinity (first at index (0, 1)); pass check_finite=False to skip this check
+    ValueError: X contains NaN or infinity (first at index (0, 1))
+    >>> check_array([[1.0, float("inf")]], "x", finite_hint=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: x contains NaN or infinity (first at index (0, 1)); pass check_finite=False to skip this check
     """
+    if x is None:
+        raise TypeError(f"{name} must be an array, got None")
     xp = array_module(x)
     if not is_cupy(x):
         if hasattr(x, "toarray") or type(x).__module__.startswith("scipy.sparse"):
@@ -69,17 +79,52 @@ def check_array(x: Any, name: str, *, ndim: int | Iterable[int] | None = None,
     else:
         x = xp.asfortranarray(x, dtype=target)
     if check_finite:
-        assert_finite(x, name)
+        assert_finite(x, name, finite_hint=finite_hint)
     return x
 
 
-def assert_finite(x: Any, name: str) -> None:
+def assert_finite(x: Any, name: str, *, finite_hint: bool = False) -> None:
+    """Raise ValueError naming ``name`` and the first NaN/inf position, if there is one."""
     xp = array_module(x)
     finite = xp.isfinite(x)
     if not bool(finite.all()):
         bad = tuple(int(i) for i in np.argwhere(~np.asarray(finite.get() if is_cupy(finite) else finite))[0])
-        raise ValueError(f"{name} contains NaN or infinity (first at index {bad}); "
-                         "pass check_finite=False to skip this check")
+        hint = "; pass check_finite=False to skip this check" if finite_hint else ""
+        raise ValueError(f"{name} contains NaN or infinity (first at index {bad}){hint}")
+
+
+def check_not_none(value: Any, name: str, expected: str) -> Any:
+    """``value`` unless it is None: a TypeError naming the argument and what it must be
+    (instead of "'NoneType' object is not iterable" deep inside)."""
+    if value is None:
+        raise TypeError(f"{name} must be {expected}, got None")
+    return value
+
+
+def check_int_sequence(value: Any, name: str, *, length: int | Iterable[int] | None = None,
+                       min_value: int | None = None) -> tuple[int, ...]:
+    """A tuple of integers (e.g. ``input_shape``, ``actions``), each >= ``min_value``."""
+    check_not_none(value, name, "a sequence of integers")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of integers, got {type(value).__name__} {value!r}")
+    items = tuple(value.tolist() if isinstance(value, np.ndarray) else value)
+    if length is not None:
+        allowed = (length,) if isinstance(length, int) else tuple(length)
+        if len(items) not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name} must have {want} entries, got {len(items)} ({value!r})")
+    return tuple(check_int(v, f"{name}[{i}]", min_value=min_value) for i, v in enumerate(items))
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Fail fast, before allocating, when ``what`` needs more memory than this machine has."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    if nbytes > total:
+        raise ValueError(f"{what} needs {nbytes / 2**30:.1f} GiB of memory, more than the "
+                         f"{total / 2**30:.1f} GiB this machine has")
 
 
 def common_float_dtype(*arrays: Any) -> np.dtype:
@@ -153,6 +198,10 @@ def check_csr(R: Any, name: str, *, shape: tuple[int | None, int | None] | None 
                 raise ValueError(f"{name} must have shape {shape} (None = any), got {R.shape} (axis {axis})")
     if R.dtype.kind == "c":
         raise TypeError(f"{name} must be real, got complex dtype {R.dtype}")
+    if R.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {R.dtype}")
+    if R.format == "csr":
+        check_csr_structure(R.indptr, R.indices, R.shape, name)
     target = np.dtype(dtype) if dtype is not None else (
         R.dtype if R.dtype in FLOAT_DTYPES else np.dtype(np.float64))
     R = sp.csr_matrix(R, dtype=target, copy=True)
@@ -162,3 +211,29 @@ def check_csr(R: Any, name: str, *, shape: tuple[int | None, int | None] | None 
         row = int(np.searchsorted(R.indptr, k, side="right") - 1)
         raise ValueError(f"{name} contains NaN or infinity (first at ({row}, {int(R.indices[k])}))")
     return R
+
+
+def check_csr_structure(indptr: Any, indices: Any, shape: tuple[int, int], name: str) -> None:
+    """Refuse a corrupt CSR matrix before a kernel reads out of bounds: ``indptr`` of length
+    rows + 1 starting at 0, non-decreasing, ending at len(indices); column indices in
+    [0, columns). Index arrays may be int32 or int64; no index is narrowed."""
+    n_rows, n_cols = (int(v) for v in shape)
+    indptr, indices = np.asarray(indptr), np.asarray(indices)
+    if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        raise TypeError(f"{name}: CSR index arrays must be integers, got indptr {indptr.dtype}, "
+                        f"indices {indices.dtype}")
+    if indptr.ndim != 1 or indptr.shape[0] != n_rows + 1:
+        raise ValueError(f"{name}: indptr must have rows + 1 = {n_rows + 1} entries, got shape {indptr.shape}")
+    if int(indptr[0]) != 0 or int(indptr[-1]) != indices.shape[0]:
+        raise ValueError(f"{name}: indptr must start at 0 and end at nnz = {indices.shape[0]}, "
+                         f"got {int(indptr[0])} ... {int(indptr[-1])}")
+    if n_rows and (np.diff(indptr) < 0).any():
+        row = int(np.argmax(np.diff(indptr) < 0))
+        raise ValueError(f"{name}: indptr must be non-decreasing, it decreases after row {row}")
+    if indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= n_cols:
+            bad = lo if lo < 0 else hi
+            k = int(np.argmax(indices == bad))
+            row = int(np.searchsorted(indptr, k, side="right") - 1)
+            raise ValueError(f"{name}: column index {bad} in row {row} is outside [0, {n_cols})")

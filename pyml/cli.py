@@ -10,8 +10,9 @@ import time
 import numpy as np
 
 from . import __version__, _cpu
-from ._backend import BACKENDS, LOOPS, backends, get_num_threads, set_num_threads
-from ._verify import run as run_checks
+from ._backend import (BACKENDS, LOOPS, BackendUnavailableError, backends, get_num_threads,
+                       set_num_threads)
+from ._verify import loop_checks
 from .benchmarks import ALIASES, PEER_HINT, PEERS, SIZES, SUITES
 
 
@@ -114,6 +115,26 @@ def _loops(requested: list[str] | None) -> list[str]:
     return list(dict.fromkeys(requested)) if requested else list(LOOPS)
 
 
+def _check_rows(loop: str, backend: str):
+    """``(check, error, tolerance, result, seconds)`` as each check of ``loop`` finishes.
+
+    A loop's ``checks`` may return a list or yield its rows one by one (then each line
+    appears as its check finishes, and seconds is that check's own time)."""
+    t0 = time.perf_counter()
+    try:
+        rows = iter(loop_checks(loop)(backend, np.random.default_rng(0)))
+        while True:
+            try:
+                name, err, tol = next(rows)
+            except StopIteration:
+                return
+            yield name, err, tol, "pass" if err <= tol else "FAIL", time.perf_counter() - t0
+            t0 = time.perf_counter()
+    except BackendUnavailableError as exc:
+        yield "-", None, None, "skipped (no kernel)" if "has no" in str(exc) else f"skipped: {exc}", \
+            time.perf_counter() - t0
+
+
 def _print_checks(loops: list[str], backend_list: list[str], out=sys.stdout) -> tuple[int, int]:
     """Run the checks, one line per check as it finishes; returns (passed, failed)."""
     passed = failed = 0
@@ -124,18 +145,14 @@ def _print_checks(loops: list[str], backend_list: list[str], out=sys.stdout) -> 
             print(f"{loop:10s} {'-':8s} {'-':40s} {'-':>11s} {'-':>11s} {'-':>8s}  no checks yet",
                   file=out, flush=True)
             continue
-        t0 = time.perf_counter()
-        for _, b, name, err, tol, res in run_checks([loop], backend_list):
-            dt = time.perf_counter() - t0
-            e = "-" if err is None else f"{err:.3g}"
-            t = "-" if tol is None else f"{tol:.3g}"
-            if res.startswith("skipped"):
-                res = "skipped (no kernel)" if "has no" in res else res
-            print(f"{loop:10s} {b:8s} {name:40s} {e:>11s} {t:>11s} {dt:8.2f}  {res}",
-                  file=out, flush=True)
-            passed += res == "pass"
-            failed += res == "FAIL"
-            t0 = time.perf_counter()
+        for b in backend_list:
+            for name, err, tol, res, dt in _check_rows(loop, b):
+                e = "-" if err is None else f"{err:.3g}"
+                t = "-" if tol is None else f"{tol:.3g}"
+                print(f"{loop:10s} {b:8s} {name:40s} {e:>11s} {t:>11s} {dt:8.2f}  {res}",
+                      file=out, flush=True)
+                passed += res == "pass"
+                failed += res == "FAIL"
     return passed, failed
 
 

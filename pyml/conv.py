@@ -8,6 +8,7 @@ S(i,j) = sum_m sum_n I(i+m, j+n) K(m, n) of Goodfellow, Bengio & Courville, *Dee
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -21,9 +22,10 @@ def _pair(v, name: str, min_value: int) -> tuple[int, int]:
     if type(v) is int and v >= min_value:  # the common case, without the generic checks
         return v, v
     if isinstance(v, (tuple, list)):
-        if len(v) != 2:
+        if len(v) not in (1, 2):  # a 1-tuple applies to both axes, as torch's _pair does
             raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-        return tuple(check_int(a, name, min_value=min_value) for a in v)  # type: ignore[return-value]
+        a = tuple(check_int(e, name, min_value=min_value) for e in v)
+        return (a[0], a[0]) if len(a) == 1 else a  # type: ignore[return-value]
     a = check_int(v, name, min_value=min_value)
     return a, a
 
@@ -57,13 +59,27 @@ def _shape(v, name: str) -> tuple:
     return tuple(v)
 
 
-def _output_shape(N, H, W, O, KH, KW, s, p, d):
-    """conv_output_shape on validated (stride, padding, dilation) pairs."""
+def _output_shape(N, H, W, O, KH, KW, s, p, d, itemsize=None):
+    """conv_output_shape on validated (stride, padding, dilation) pairs; with ``itemsize``, an
+    output larger than this machine's memory is refused before anything is allocated."""
     OH, OW = drv.out_size(H, KH, s[0], p[0], d[0]), drv.out_size(W, KW, s[1], p[1], d[1])
     if OH < 1 or OW < 1:
         raise ValueError(f"kernel {KH}x{KW} (dilation {d}) is larger than the padded input "
-                         f"{H + 2 * p[0]}x{W + 2 * p[1]}")
+                         f"{H + 2 * p[0]}x{W + 2 * p[1]} (padding {p})")
+    need = N * O * OH * OW * (itemsize or 0)
+    if need > _memory_bytes():
+        raise ValueError(f"the output ({N}, {O}, {OH}, {OW}) would need {need / 2**30:.3g} GiB, "
+                         f"more than this machine's {_memory_bytes() / 2**30:.3g} GiB: check "
+                         f"padding {p}, stride {s} and dilation {d}")
     return N, O, OH, OW
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (no bound where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62
 
 
 def _padding(padding, k, d, s):
@@ -80,13 +96,21 @@ def _padding(padding, k, d, s):
     return _pair(padding, "padding", 0), (0, 0)
 
 
-def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
-    """Validated (x, w, bias, stride, padding, dilation, groups, extra) for conv2d and its backward."""
+def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite, check_x=True):
+    """Validated (x as NCHW, w, bias, stride, padding, dilation, groups, extra, unbatched) for
+    conv2d and its backward; an unbatched (C, H, W) x becomes a batch of one (a view)."""
     if is_cupy(x) != is_cupy(w) or (bias is not None and is_cupy(bias) != is_cupy(x)):
         raise TypeError("x, w and bias must all be NumPy arrays or all CuPy arrays")
     xp = array_module(x)
-    x = check_array(x, "x", ndim=4, check_finite=check_finite)
-    w = check_array(w, "w", ndim=4, check_finite=check_finite)
+    x = check_array(x, "x", ndim=(3, 4), check_finite=False)
+    w = check_array(w, "w", ndim=4, check_finite=False)
+    if check_finite:
+        if check_x:
+            drv.assert_finite_fast(x, "x")
+        drv.assert_finite_fast(w, "w")
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
     if x.dtype != w.dtype:
         dt = np.result_type(x.dtype, w.dtype)
         x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
@@ -100,7 +124,9 @@ def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
         raise ValueError(f"channel mismatch: x has {C} channels, w expects {Cg} per group x "
                          f"{groups} groups = {Cg * groups} (w shape {w.shape})")
     if bias is not None:
-        bias = check_array(bias, "bias", ndim=1, dtype=dt, check_finite=check_finite)
+        bias = check_array(bias, "bias", ndim=1, dtype=dt, check_finite=False)
+        if check_finite:
+            drv.assert_finite_fast(bias, "bias")
         if bias.shape != (O,):
             raise ValueError(f"bias must have shape ({O},), got {bias.shape}")
     s, d = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
@@ -111,8 +137,8 @@ def _prepare(x, w, bias, stride, padding, dilation, groups, check_finite):
                              "extent pads an explicit zero row/column (0 * inf = NaN there); "
                              "pass an explicit padding or finite weights")
         x = xp.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
-    _output_shape(x.shape[0], x.shape[2], x.shape[3], O, KH, KW, s, p, d)  # raises if no fit
-    return x, w, bias, s, p, d, groups, extra
+    _output_shape(x.shape[0], x.shape[2], x.shape[3], O, KH, KW, s, p, d, x.itemsize)  # or raise
+    return x, w, bias, s, p, d, groups, extra, unbatched
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
@@ -121,18 +147,22 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
 
     Parameters
     ----------
-    x : array (N, C, H, W);  w : array (O, C/groups, KH, KW);  bias : array (O,) or None
-    stride, dilation : int or (int, int), >= 1
-    padding : int, (int, int), "valid" or "same" (zero padding)
+    x : array (N, C, H, W), or unbatched (C, H, W);  w : array (O, C/groups, KH, KW)
+    bias : array (O,) or None
+    stride, dilation : int, (int,) or (int, int), >= 1
+    padding : int, (int,), (int, int), "valid" or "same" (zero padding)
     groups : int dividing C and O (groups=C is depthwise)
     backend : None (the configured default: config_context / set_backend / PYML_BACKEND),
         "auto", "python", "numba", "cpp" or "cuda" (CuPy arrays in and out)
-    check_finite : refuse NaN / infinity in the inputs (one read pass); with False, non-finite
-        weights still give the reference's result at padded borders (no 0 * inf terms)
+    check_finite : refuse NaN / infinity in the inputs (a ValueError naming the first position);
+        it costs at most one read pass, none for x on the cpp stride-1 kernel, which checks x
+        while copying it (the output is then discarded). With False, non-finite weights still
+        give the reference's result at padded borders (no 0 * inf terms)
 
     Returns
     -------
-    y : array (N, O, H_out, W_out), W_out = floor((W + 2P - D(K-1) - 1)/S) + 1
+    y : array (N, O, H_out, W_out) ((O, H_out, W_out) for unbatched x),
+        W_out = floor((W + 2P - D(K-1) - 1)/S) + 1
 
     Examples
     --------
@@ -145,10 +175,15 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,
     array([[-4., -4.],
            [-4., -4.]])
     """
-    x, w, bias, s, p, d, groups, _ = _prepare(x, w, bias, stride, padding, dilation, groups,
-                                              check_finite)
+    # x's finiteness is the driver's: the cpp stride-1 kernel checks it while copying its row
+    # slabs (no separate read pass); an unbatched x is checked here, so errors name (c, h, w)
+    unbatched = np.ndim(x) == 3
+    x, w, bias, s, p, d, groups, _, unbatched = _prepare(x, w, bias, stride, padding, dilation,
+                                                         groups, check_finite, check_x=unbatched)
     b = drv.resolve(backend, "conv2d", x, w)
-    return drv.conv2d(x, w, bias, s, p, d, groups, b, finite=check_finite)
+    y = drv.conv2d(x, w, bias, s, p, d, groups, b, finite=check_finite,
+                   check_x=check_finite and not unbatched)
+    return y[0] if unbatched else y
 
 
 def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int = 1,
@@ -172,17 +207,23 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups: int
     bad = [n for n in needs if n not in ("input", "weight", "bias")]
     if bad:
         raise ValueError(f"needs must be a subset of ('input', 'weight', 'bias'), got {needs!r}")
-    x, w, _, s, p, d, groups, extra = _prepare(x, w, None, stride, padding, dilation, groups,
-                                               check_finite)
+    x, w, _, s, p, d, groups, extra, unbatched = _prepare(x, w, None, stride, padding, dilation,
+                                                          groups, check_finite)
     shape = _output_shape(x.shape[0], x.shape[2], x.shape[3], w.shape[0], *w.shape[2:], s, p, d)
-    gy = check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype, check_finite=check_finite)
+    gy = check_array(grad_out, "grad_out", ndim=3 if unbatched else 4, dtype=x.dtype,
+                     check_finite=False)
+    if check_finite:
+        drv.assert_finite_fast(gy, "grad_out")
+    if unbatched:
+        gy = gy[None]
     if gy.shape != shape:
-        raise ValueError(f"grad_out must have the output shape {shape}, got {gy.shape}")
+        raise ValueError(f"grad_out must have the output shape {shape[1:] if unbatched else shape}, "
+                         f"got {gy.shape[1:] if unbatched else gy.shape}")
     b = drv.resolve(backend, "conv2d_backward", x, w, gy)
     gx, gw, gb = drv.conv2d_backward(gy, x, w, s, p, d, groups, needs, b, finite=check_finite)
     if gx is not None and extra != (0, 0):
         gx = array_module(gx).ascontiguousarray(gx[:, :, :gx.shape[2] - extra[0], :gx.shape[3] - extra[1]])
-    return gx, gw, gb
+    return (gx[0] if unbatched and gx is not None else gx), gw, gb
 
 
 __all__ = ["conv2d", "conv2d_backward", "conv_output_shape"]

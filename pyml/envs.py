@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._validation import check_scalar
+from ._validation import check_int, check_scalar
 
 UP, DOWN, RIGHT, LEFT = 0, 1, 2, 3
 MOVES = np.array([(-1, 0), (1, 0), (0, 1), (0, -1)])
@@ -42,7 +42,9 @@ class GridWorld:
 
     def __init__(self, layout: Sequence[str], step_reward: float = -1.0, goal_reward: float = 0.0,
                  cliff_reward: float = -100.0, slip: float = 0.0, cliff_ends_episode: bool = True):
-        if isinstance(layout, str) or not layout or len({len(r) for r in layout}) != 1 or not layout[0]:
+        if (isinstance(layout, str) or not isinstance(layout, Sequence) or not layout
+                or not all(isinstance(r, str) for r in layout)
+                or len({len(r) for r in layout}) != 1 or not layout[0]):
             raise ValueError("layout must be a non-empty list of equal-length strings")
         grid = np.array([list(r) for r in layout])
         if not set(np.unique(grid)) <= set(".#SGC"):
@@ -50,6 +52,11 @@ class GridWorld:
         if (grid == "S").sum() != 1:
             raise ValueError("layout must contain exactly one start 'S'")
         self.slip = check_scalar(slip, "slip", low=0.0, high=1.0)
+        step_reward = check_scalar(step_reward, "step_reward")
+        goal_reward = check_scalar(goal_reward, "goal_reward")
+        cliff_reward = check_scalar(cliff_reward, "cliff_reward")
+        if not isinstance(cliff_ends_episode, (bool, np.bool_)):
+            raise TypeError(f"cliff_ends_episode must be True or False, got {cliff_ends_episode!r}")
         self.layout = list(layout)
         self.shape = grid.shape
         H, W = grid.shape
@@ -136,7 +143,9 @@ def CliffWalking(cliff_ends_episode: bool = True, slip: float = 0.0) -> GridWorl
 
 def maze(n: int, slip: float = 0.1, wall_fraction: float = 0.2, seed: int = 0) -> GridWorld:
     """An n x n random maze (walls with probability ``wall_fraction``), start top-left, goal bottom-right."""
-    rng = np.random.default_rng(seed)
+    n = check_int(n, "n", min_value=2)  # start and goal need two cells
+    wall_fraction = check_scalar(wall_fraction, "wall_fraction", low=0.0, high=1.0)
+    rng = np.random.default_rng(check_int(seed, "seed", min_value=0))
     grid = np.where(rng.random((n, n)) < wall_fraction, "#", ".")
     grid[0, 0], grid[-1, -1] = "S", "G"
     return GridWorld(["".join(r) for r in grid], slip=slip)

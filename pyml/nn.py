@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_dtype_arg, check_int, check_random_state
+from ._validation import check_array, check_dtype_arg, check_int, check_random_state, check_scalar
 from .conv import _pair, conv2d, conv2d_backward
 from .mha import multi_head_attention, multi_head_attention_backward
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
@@ -104,15 +104,18 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
-    """Max pooling layer (pyml.max_pool2d); remembers the argmax for backward."""
+    """Max pooling layer (pyml.max_pool2d, torch.nn.MaxPool2d's options); remembers the argmax
+    for backward."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
-        self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+                 backend: str | None = None):
+        self.kernel_size, self.backend = kernel_size, backend
+        self.opts = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
         self._shape = None
 
     def forward(self, x):
         self._shape = np.shape(x)
-        z, self._idx = max_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
+        z, self._idx = max_pool2d(x, self.kernel_size, **self.opts, backend=self.backend)
         return z
 
     def backward(self, grad_out):
@@ -121,20 +124,24 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(Module):
-    """Average pooling layer (pyml.avg_pool2d)."""
+    """Average pooling layer (pyml.avg_pool2d, torch.nn.AvgPool2d's options)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, backend: str | None = None):
-        self.kernel_size, self.stride, self.padding, self.backend = kernel_size, stride, padding, backend
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None,
+                 backend: str | None = None):
+        self.kernel_size, self.backend = kernel_size, backend
+        self.opts = dict(stride=stride, padding=padding, ceil_mode=ceil_mode,
+                         count_include_pad=count_include_pad, divisor_override=divisor_override)
         self._shape = None
 
     def forward(self, x):
         self._shape = np.shape(x)
-        return avg_pool2d(x, self.kernel_size, self.stride, self.padding, backend=self.backend)
+        return avg_pool2d(x, self.kernel_size, **self.opts, backend=self.backend)
 
     def backward(self, grad_out):
         _forward_first(self, self._shape)
-        return avg_pool2d_backward(grad_out, self._shape, self.kernel_size, self.stride,
-                                   self.padding, backend=self.backend)
+        return avg_pool2d_backward(grad_out, self._shape, self.kernel_size, **self.opts,
+                                   backend=self.backend)
 
 
 class MultiHeadAttention(Module):
@@ -157,10 +164,12 @@ class MultiHeadAttention(Module):
         if E % self.num_heads:
             raise ValueError(f"embed_dim {E} is not divisible by num_heads={num_heads}")
         rng = check_random_state(random_state)
+        dtype = check_dtype_arg(dtype, "dtype")
         self.w_q, self.w_k, self.w_v, self.w_o = (
             (rng.standard_normal((E, E)) * np.sqrt(1.0 / E)).astype(dtype) for _ in range(4))
         self._grads = [np.zeros_like(w) for w in self.params()]
         self.causal, self.backend = bool(causal), backend
+        self._x = None
 
     def params(self):
         return [self.w_q, self.w_k, self.w_v, self.w_o]
@@ -174,6 +183,7 @@ class MultiHeadAttention(Module):
                                     causal=self.causal, backend=self.backend)
 
     def backward(self, grad_out):
+        _forward_first(self, self._x)
         dx, *dws = multi_head_attention_backward(grad_out, self._x, *self.params(),
                                                  num_heads=self.num_heads, causal=self.causal,
                                                  backend=self.backend)
@@ -183,22 +193,28 @@ class MultiHeadAttention(Module):
 
 
 class ReLU(Module):
+    _mask = None  # set by forward
+
     def forward(self, x):
         self._mask = x > 0
         return np.where(self._mask, x, 0).astype(x.dtype, copy=False)
 
     def backward(self, grad_out):
+        _forward_first(self, self._mask)
         return np.where(self._mask, grad_out, 0).astype(grad_out.dtype, copy=False)
 
 
 class Flatten(Module):
     """(N, ...) -> (N, prod(...))."""
 
+    _shape = None  # set by forward
+
     def forward(self, x):
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out):
+        _forward_first(self, self._shape)
         return grad_out.reshape(self._shape)
 
 
@@ -213,6 +229,7 @@ class Linear(Module):
         self.bias = np.zeros(out_features, dtype) if bias else None
         self.grad_weight = np.zeros_like(self.weight)
         self.grad_bias = np.zeros_like(self.bias) if bias else None
+        self._x = None
 
     def forward(self, x):
         self._x = x
@@ -220,6 +237,7 @@ class Linear(Module):
         return y + self.bias if self.bias is not None else y
 
     def backward(self, grad_out):
+        _forward_first(self, self._x)
         self.grad_weight += grad_out.T @ self._x
         if self.bias is not None:
             self.grad_bias += grad_out.sum(axis=0)
@@ -256,7 +274,19 @@ class Sequential(Module):
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of softmax(logits) and its gradient with respect to the logits."""
+    """Mean cross-entropy of softmax(logits) and its gradient with respect to the logits.
+
+    logits (n, C) float; labels (n,) integers in [0, C)."""
+    logits = check_array(logits, "logits", ndim=2)
+    labels = np.asarray(labels)
+    n, C = logits.shape
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match logits {logits.shape}, got {labels.shape}")
+    if n and (labels.min() < 0 or labels.max() >= C):
+        bad = int(np.flatnonzero((labels < 0) | (labels >= C))[0])
+        raise ValueError(f"labels must be in [0, {C}) (the columns of logits), got {labels[bad]} at index {bad}")
     z = logits - logits.max(axis=1, keepdims=True)  # shift so exp never overflows
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
@@ -266,11 +296,19 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     return loss, (p / n).astype(logits.dtype, copy=False)
 
 
+def _check_module(module) -> Module:
+    if not isinstance(module, Module):
+        raise TypeError(f"module must be a pyml.nn.Module, got {type(module).__name__}")
+    return module
+
+
 class SGD:
     """Plain SGD with momentum: v = mu v - lr g; p += v."""
 
     def __init__(self, module: Module, lr: float = 0.01, momentum: float = 0.9):
-        self.module, self.lr, self.momentum = module, lr, momentum
+        self.module = _check_module(module)
+        self.lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
+        self.momentum = check_scalar(momentum, "momentum", low=0.0, high=1.0, high_inclusive=False)
         self.v = [np.zeros_like(p) for p in module.params()]
 
     def step(self) -> None:
@@ -284,7 +322,14 @@ class Adam:
     """Adam (Kingma & Ba 2015) with bias correction."""
 
     def __init__(self, module: Module, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.module, self.lr, self.betas, self.eps, self.t = module, lr, betas, eps, 0
+        self.module = _check_module(module)
+        self.lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = tuple(check_scalar(b, f"betas[{i}]", low=0.0, high=1.0, high_inclusive=False)
+                           for i, b in enumerate(betas))
+        self.eps = check_scalar(eps, "eps", low=0.0, low_inclusive=False)
+        self.t = 0
         self.m = [np.zeros_like(p) for p in module.params()]
         self.v = [np.zeros_like(p) for p in module.params()]
 

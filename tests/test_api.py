@@ -170,3 +170,109 @@ def test_numba_gets_the_tbb_layer_from_the_tbb_wheel():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "tbb"
+
+
+# ------------------------------------------------------------------ backend=None everywhere
+def _public_with_backend():
+    import inspect
+
+    out = {}
+    for name in pyml.__all__:
+        if name in ("set_backend", "config_context"):  # these set the default itself
+            continue
+        obj = getattr(pyml, name)
+        if callable(obj) and not isinstance(obj, type(pyml)):
+            try:
+                params = inspect.signature(obj).parameters
+            except (TypeError, ValueError):
+                continue
+            if "backend" in params:
+                out[name] = params["backend"].default
+    return out
+
+
+def test_every_public_backend_parameter_defaults_to_the_configured_default():
+    """One rule: backend=None means config_context / set_backend / PYML_BACKEND."""
+    found = _public_with_backend()
+    assert {"kmeans_assign", "KMeans", "ALS", "conv2d", "attention", "value_iteration"} <= set(found)
+    import inspect
+
+    for name in dir(pyml.nn):  # the layers are public too
+        obj = getattr(pyml.nn, name)
+        if inspect.isclass(obj) and "backend" in inspect.signature(obj).parameters:
+            found[f"nn.{name}"] = inspect.signature(obj).parameters["backend"].default
+    wrong = {name: d for name, d in found.items() if d is not None}
+    assert not wrong, f"backend= must default to None, not: {wrong}"
+
+
+@pytest.fixture
+def resolved(monkeypatch):
+    """Records every concrete backend chosen by the registry during a call."""
+    import sys
+
+    import pyml._backend as backend_mod
+
+    seen = []
+    orig_resolve = backend_mod.resolve_backend
+
+    def recording(backend, *args, **kwargs):
+        b = orig_resolve(backend, *args, **kwargs)
+        seen.append((backend, b, kwargs.get("kernel") or args[0]))
+        return b
+
+    for mod in list(sys.modules.values()):  # modules that imported the function by name too
+        if getattr(mod, "__name__", "").startswith("pyml") and \
+                getattr(mod, "resolve_backend", None) is orig_resolve:
+            monkeypatch.setattr(mod, "resolve_backend", recording)
+    return seen
+
+
+def test_public_functions_exist_in_the_call_table():
+    from public_calls import BY_NAME
+
+    missing = set(_public_with_backend()) - set(BY_NAME)
+    assert not missing, f"add these to tests/public_calls.py: {missing}"
+
+
+from public_calls import SPECS  # noqa: E402
+
+
+@pytest.mark.parametrize("how", ["config_context", "set_backend"])
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_config_context_and_set_backend_reach_every_public_function(resolved, spec, how):
+    """The README's own example once ran cpp inside config_context(backend="python")."""
+    kwargs = spec.build(np.random.default_rng(0))
+    if how == "config_context":
+        with pyml.config_context(backend="python"):
+            spec.call(**kwargs)
+    else:
+        pyml.set_backend("python")
+        try:
+            spec.call(**kwargs)
+        finally:
+            pyml.set_backend("auto")
+    # (requested, chosen, kernel) per registry lookup. A call that asks for "auto" itself is a
+    # deliberate choice (the mdp model check runs compiled whatever solves); the defaults are
+    # the lookups with backend=None, and each must give the configured "python".
+    defaults = [r for r in resolved if r[0] is None]
+    assert defaults, f"{spec.name}: no kernel was looked up with the default (lookups: {resolved})"
+    wrong = [r for r in defaults if r[1] != "python"]
+    assert not wrong, f"{spec.name} ran {wrong} under backend='python'"
+
+
+def test_pyml_backend_environment_variable_is_the_default():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, pyml, pyml._backend as b; X = np.ones((8, 2)); "
+            "print(b.resolve_backend(None, 'kmeans', ('python', 'cpp')), "
+            "pyml.get_config()['backend'])")
+    env = dict(os.environ, PYML_BACKEND="python")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["python", "python"]
+    env["PYML_BACKEND"] = "fortran"
+    code = "import pyml; pyml.kmeans_assign([[1.0]], [[1.0]])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and "PYML_BACKEND" in out.stderr

@@ -7,6 +7,7 @@ Tolerance rule: tests/conftest.py (naive = the reference run in the kernel's dty
 """
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -126,7 +127,7 @@ def test_cpp_vector_exp(dtype):
     """The C++ kernel's polynomial exp (vexp in csrc/attention.cpp) is within 2 ulp of exp
     from its underflow cut (x < -87.3 / -708.3 gives 0) up to the x <= 0 range softmax uses
     and a little beyond; 0 -> 1 exactly, -inf -> 0, NaN -> NaN. Odd lengths reach the tail."""
-    from pyml._cpp import attention as cpp
+    cpp = importlib.import_module(pyml._backend.backend_package("cpp") + ".attention")  # CPU variant in use
 
     lo = -87.3 if dtype == np.float32 else -708.3
     x = np.concatenate([np.linspace(lo, 0, 200_003), -np.geomspace(1e-30, 1, 10_001),
@@ -193,12 +194,15 @@ def test_inputs_not_modified_and_strided(backend, rng):
 
 def test_bad_input(rng):
     q = rng.standard_normal((1, 2, 5, 4))
+    k3 = rng.standard_normal((1, 3, 5, 4))
     with pytest.raises(ValueError, match="batch and head"):
-        pyml.attention(q, q[:, :1], q[:, :1])
+        pyml.attention(q, k3, k3)                       # 2 query heads, 3 key heads: no broadcast
+    with pytest.raises(ValueError, match="multiple of the key/value heads"):
+        pyml.attention(q, k3, k3, enable_gqa=True)
     with pytest.raises(ValueError, match="head dimension"):
         pyml.attention(q, q[..., :3], q)
-    with pytest.raises(ValueError, match="4-dimensional"):
-        pyml.attention(q[0], q[0], q[0])
+    with pytest.raises(ValueError, match="3 or 4-dimensional"):
+        pyml.attention(q[0, 0], q[0, 0], q[0, 0])
     with pytest.raises(ValueError, match="not broadcastable"):
         pyml.attention(q, q, q, mask=np.ones((3, 5), bool))
     bad = q.copy()
@@ -272,3 +276,139 @@ def test_nn_layer(rng):
     np.testing.assert_allclose(dx, ref_grads[0], atol=1e-12)
     for g, r in zip(layer.grads(), ref_grads[1:]):
         np.testing.assert_allclose(g, r, atol=1e-12)
+
+
+# ------------------------------------------------------------------ hostile input, settings
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_overflowing_scores_are_refused(backend, rng):
+    """Scores that can overflow give NaN in one summation order and finite values in another:
+    every backend refuses them before any kernel, as the bound from the row norms says."""
+    q = rng.standard_normal((1, 2, 9, 8))
+    with pytest.raises(ValueError, match="scores .* can overflow float64"):
+        pyml.attention(q, q, q, scale=1e308, backend=backend)
+    big = (q * 1e19).astype(np.float32)
+    with pytest.raises(ValueError, match="can overflow float32"):
+        pyml.attention(big, big, big.astype(np.float32), backend=backend)
+    with pytest.raises(ValueError, match="can overflow"):
+        pyml.attention_backward(q, q, q, q, q, np.zeros((1, 2, 9)), scale=1e308, backend=backend)
+    # the same values in float64 cannot overflow: they equal the reference (one-hot softmax)
+    _check_values = (q * 1e19, q, q)
+    out = pyml.attention(*_check_values, backend=backend)
+    ref64 = ref.attention_forward(*_check_values)[0]
+    assert_close(out, ref64, ref64, np.float64, "out")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_refuses_nan_and_plus_inf_lse(backend, rng):
+    q = rng.standard_normal((1, 2, 6, 4))
+    out, lse = pyml.attention(q, q, q, return_lse=True, backend=backend)
+    for bad in (np.nan, np.inf):
+        broken = lse.copy()
+        broken[0, 1, 3] = bad
+        with pytest.raises(ValueError, match=r"lse contains NaN or \+inf \(first at index \(0, 1, 3\)\)"):
+            pyml.attention_backward(out, q, q, q, out, broken, backend=backend)
+    keep = np.ones((6, 6), bool)
+    keep[2] = False                                     # a fully masked query: lse = -inf is valid
+    out, lse = pyml.attention(q, q, q, mask=keep, return_lse=True, backend=backend)
+    assert np.isneginf(lse[..., 2]).all()
+    dq, _, _ = pyml.attention_backward(out, q, q, q, out, lse, mask=keep, backend=backend)
+    assert np.all(dq[..., 2, :] == 0)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # the inf let through on purpose
+def test_check_finite_is_a_real_parameter(rng):
+    """The NaN error advises check_finite=False: every attention entry point takes it."""
+    q = rng.standard_normal((1, 1, 4, 2))
+    bad = q.copy()
+    bad[0, 0, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="check_finite=False"):
+        pyml.attention(bad, q, q)
+    assert np.isnan(pyml.attention(bad, q, q, check_finite=False)).any()
+    out, lse = pyml.attention(q, q, q, return_lse=True)
+    with pytest.raises(ValueError, match="check_finite=False"):
+        pyml.attention_backward(bad, q, q, q, out, lse)
+    pyml.attention_backward(bad, q, q, q, out, lse, check_finite=False)
+    x, w = rng.standard_normal((1, 4, 2)), [np.eye(2)] * 4
+    xb = x.copy()
+    xb[0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="check_finite=False"):
+        pyml.multi_head_attention(xb, *w, num_heads=1)
+    pyml.multi_head_attention(xb, *w, num_heads=1, check_finite=False)
+    with pytest.raises(ValueError, match="check_finite=False"):
+        pyml.multi_head_attention_backward(xb, x, *w, num_heads=1)
+
+
+def test_default_backend_is_the_configured_one(rng):
+    """backend=None (the default everywhere here) follows config_context: attention has no
+    cython kernel, so asking for it by configuration must fail in every entry point."""
+    q = rng.standard_normal((1, 1, 4, 2))
+    out, lse = pyml.attention(q, q, q, return_lse=True)
+    x, w = rng.standard_normal((1, 4, 2)), [np.eye(2)] * 4
+    layer = pyml.nn.MultiHeadAttention(2, 1, dtype=np.float64, random_state=0)
+    calls = [lambda: pyml.attention(q, q, q),
+             lambda: pyml.attention_backward(out, q, q, q, out, lse),
+             lambda: pyml.multi_head_attention(x, *w, num_heads=1),
+             lambda: pyml.multi_head_attention_backward(x, x, *w, num_heads=1),
+             lambda: layer.forward(x)]
+    with pyml.config_context(backend="cython"):
+        for call in calls:
+            with pytest.raises(pyml.BackendUnavailableError, match="no 'cython' kernel"):
+                call()
+    with pyml.config_context(backend="python"):
+        np.testing.assert_array_equal(pyml.attention(q, q, q), ref.attention_forward(q, q, q)[0])
+
+
+def test_positional_encoding_refuses_non_float_dtypes():
+    for dtype in (np.int32, np.int64, bool, np.complex128, "float16x"):
+        with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+            pyml.sinusoidal_positional_encoding(4, 6, dtype=dtype)
+    pe = pyml.sinusoidal_positional_encoding(4, 6, dtype=np.float32)
+    assert pe.dtype == np.float32
+    np.testing.assert_allclose(pe, ref.sinusoidal_positional_encoding(4, 6), atol=1e-7)
+
+
+@pytest.mark.parametrize("layout, copies", [("contiguous", 0), ("(B,N,H,D) view", 3)])
+def test_setup_makes_no_more_than_the_documented_copies(layout, copies, rng):
+    """Validation and conversion read each input once and copy only what the kernels cannot
+    read: nothing for C-contiguous float32 (B, H, N, D), one copy of each of q, k, v for the
+    head-major view of a (B, N, H, D) projection. Traced NumPy allocations of one call beyond
+    its outputs (out; dq, dk, dv) must stay under copies + 1/4 of one input."""
+    import tracemalloc
+
+    B, H, N, D = 1, 4, 1024, 64
+    qkv = [rng.standard_normal((B, H, N, D), dtype=np.float32) for _ in range(3)]
+    if copies:
+        qkv = [np.ascontiguousarray(a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for a in qkv]
+    out, lse = pyml.attention(*qkv, return_lse=True)                  # warm: kernels loaded
+    do = rng.standard_normal(out.shape, dtype=np.float32)
+    size = qkv[0].nbytes
+    for outputs, call in ((1, lambda: pyml.attention(*qkv)),
+                          (3, lambda: pyml.attention_backward(do, *qkv, out, lse))):
+        tracemalloc.start()
+        try:
+            call()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < (outputs + copies + 0.25) * size, f"{peak / size:.2f} inputs' worth allocated"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concurrent_threads_match_sequential_results(backend, rng):
+    """Four Python threads calling forward and backward at once (as Dask workers or a web
+    server do) get exactly the results of sequential calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems = [[rng.standard_normal((1, 2, 40, 16)) for _ in range(4)] for _ in range(4)]
+
+    def work(p):
+        q, k, v, do = p
+        out, lse = pyml.attention(q, k, v, causal=True, return_lse=True, backend=backend)
+        return (out,) + pyml.attention_backward(do, q, k, v, out, lse, causal=True, backend=backend)
+
+    sequential = [work(p) for p in problems]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            for got, want in zip(pool.map(work, problems), sequential):
+                for a, b in zip(got, want):
+                    np.testing.assert_array_equal(a, b)

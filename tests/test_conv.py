@@ -165,7 +165,7 @@ def test_conv_output_shape():
     (dict(x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), stride=-2), ValueError, "stride must be >= 1"),
     (dict(x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), padding=-1), ValueError, "padding must be >= 0"),
     (dict(x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), padding="full"), ValueError, "padding must be"),
-    (dict(x=np.ones((1, 3, 3)), w=np.ones((1, 1, 2, 2))), ValueError, "4-dimensional"),
+    (dict(x=np.ones((3, 3)), w=np.ones((1, 1, 2, 2))), ValueError, "3 or 4-dimensional"),
     (dict(x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), bias=np.ones(2)), ValueError, "bias must have shape"),
     (dict(x=np.full((1, 1, 3, 3), np.nan), w=np.ones((1, 1, 2, 2))), ValueError, "NaN"),
     (dict(x=np.ones((1, 1, 3, 3)) * 1j, w=np.ones((1, 1, 2, 2))), TypeError, "complex"),
@@ -381,6 +381,8 @@ def test_same_padding_explicit_row_refuses_non_finite_weights():
     (lambda: pyml.conv_output_shape((1, 1, 3, 3), (1, 1, 2, 0)), ValueError, "weight_shape"),
     (lambda: pyml.conv2d_backward(np.ones((1, 1, 3, 3)), np.ones((1, 1, 4, 4)),
                                   np.ones((1, 1, 2, 2)), needs=None), TypeError, "needs"),
+    (lambda: pyml.conv2d(np.ones((2, 3, 7, 7)), np.ones((4, 3, 3, 3)), padding=10**6), ValueError,
+     r"GiB, more than this machine.*padding \(1000000, 1000000\)"),
     (lambda: pyml.nn.Conv2d(0, 4, 3), ValueError, "in_channels"),
     (lambda: pyml.nn.Conv2d(3, 0, 3), ValueError, "out_channels"),
     (lambda: pyml.nn.Conv2d(3, 4, 3, groups=2), ValueError, "groups=2 must divide"),
@@ -393,3 +395,77 @@ def test_same_padding_explicit_row_refuses_non_finite_weights():
 def test_clear_errors_name_the_argument(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
+
+
+@pytest.mark.parametrize("layout, copies", [("nchw", 0), ("nhwc view", 1), ("float64", 0)])
+def test_setup_copies_at_most_the_documented_number(layout, copies, rng):
+    """The default call copies x only when its layout or dtype truly differs: traced NumPy
+    allocations above the output stay below (copies + 1/10) input sizes (the finiteness check
+    allocates nothing of the input's size: a NaN mask would already be 1/4 of float32 x)."""
+    import tracemalloc
+
+    if pyml.backends()["cpp"] is not None:
+        pytest.skip("the default CPU backend here is not cpp")
+    dt = np.float64 if layout == "float64" else np.float32
+    x = rng.standard_normal((8, 16, 40, 40)).astype(dt)
+    if layout == "nhwc view":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    w, b = rng.standard_normal((16, 16, 3, 3)).astype(dt), np.zeros(16, dt)
+    y = pyml.conv2d(x, w, b, padding=1)  # warm: caches and compiled paths outside the trace
+    tracemalloc.start()
+    try:
+        y = pyml.conv2d(x, w, b, padding=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - y.nbytes <= (copies + 0.1) * x.nbytes, (peak, y.nbytes, x.nbytes)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_four_threads_equal_sequential(backend, rng):
+    """Every backend is safe to call from several Python threads (Dask workers do): four
+    threads at once give the sequential results (grad-weight up to reduction order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    small = backend == "python"
+    x = rng.standard_normal((2, 3, 6, 6) if small else (4, 16, 24, 24))
+    w = rng.standard_normal((4, 3, 3, 3) if small else (16, 16, 3, 3))
+
+    def work(k):
+        y = pyml.conv2d(x + k, w, None, 1 + k % 2, 1, backend=backend)
+        g = pyml.conv2d_backward(np.ones_like(y), x + k, w, 1 + k % 2, 1, backend=backend)
+        z, idx = pyml.max_pool2d(x + k, 3, 2, 1, backend=backend)
+        return y, g, z, idx, pyml.avg_pool2d(x + k, 2, backend=backend)
+
+    want = [work(k) for k in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(work, range(4)))
+    for (y, g, z, idx, a), (y0, g0, z0, idx0, a0) in zip(got, want):
+        np.testing.assert_array_equal(y, y0)
+        np.testing.assert_array_equal(g[0], g0[0])
+        np.testing.assert_allclose(g[1], g0[1], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(z, z0)
+        np.testing.assert_array_equal(idx, idx0)
+        np.testing.assert_array_equal(a, a0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finiteness_check_has_no_false_alarm_on_huge_values(dtype):
+    """The one-pass check (x.x finite) overflows on huge finite values; the exact scan then
+    accepts them, and a real NaN or inf is still named with its position."""
+    big = np.finfo(dtype).max / 4
+    x, w = np.full((1, 1, 4, 4), big, dtype), np.full((1, 1, 1, 1), 0.5, dtype)
+    for backend in ("python", None, "numba"):  # None: cpp here, x checked inside its kernel
+        np.testing.assert_array_equal(pyml.conv2d(x, w, backend=backend), x * dtype(0.5))
+        np.testing.assert_array_equal(pyml.conv2d(x, w, stride=2, backend=backend),
+                                      x[:, :, ::2, ::2] * dtype(0.5))
+    x[0, 0, 2, 1] = np.inf
+    for backend, stride in ((None, 1), (None, 2), ("numba", 1), ("python", 1)):
+        with pytest.raises(ValueError, match=r"x contains NaN or infinity \(first at index \(0, 0, 2, 1\)\)"):
+            pyml.conv2d(x, w, stride=stride, backend=backend)
+    with pytest.raises(ValueError, match=r"x contains NaN or infinity \(first at index \(0, 2, 1\)\)"):
+        pyml.conv2d(x[0], w)  # unbatched: the position in the (C, H, W) the user passed
+    with pytest.raises(ValueError, match="bias contains NaN"):
+        pyml.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)), np.array([np.nan]))
+    with pytest.raises(ValueError, match="grad_out contains NaN"):
+        pyml.conv2d_backward(np.full((1, 1, 2, 2), np.nan), np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))

@@ -2,12 +2,16 @@
 sanity, monotone objective, bad input. Estimator tests are in test_kmeans_estimator.py."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from conftest import AVAILABLE, assert_close, backend_params
 
 import pyml
 from pyml import _kmeans_driver as drv
+from pyml._blas import single_thread
+from pyml._verify.kmeans import checks as verify_checks
 from pyml.reference import kmeans as ref
 
 ASSIGN_BACKENDS = backend_params(("python", "numba", "cpp", "cython", "cuda"))
@@ -125,13 +129,17 @@ def test_all_backends_same_fit(rng):
         assert r.n_iter == base.n_iter
 
 
-def test_plusplus_matches_reference_and_weights():
+@pytest.mark.parametrize("trials", [None, 1, 4])
+@pytest.mark.parametrize("backend", backend_params(("python", "numba", "cpp")))
+def test_plusplus_matches_reference_and_weights(backend, trials):
     rng_data = np.random.default_rng(5)
     X = rng_data.standard_normal((60, 3))
     w = rng_data.uniform(0, 2, 60)
     w[::7] = 0.0
-    C, idx = pyml.kmeans_plusplus(X, 5, sample_weight=w, random_state=11)
-    C_ref, idx_ref = ref.kmeans_plusplus(X, 5, w, np.random.default_rng(11))
+    C, idx = pyml.kmeans_plusplus(X, 5, sample_weight=w, random_state=11, n_local_trials=trials,
+                                  backend=backend)
+    C_ref, idx_ref = ref.kmeans_plusplus(X, 5, w, np.random.default_rng(11),
+                                         n_local_trials=2 + int(np.log(5)) if trials is None else trials)
     np.testing.assert_array_equal(idx, idx_ref)
     np.testing.assert_array_equal(C, X[idx])
     assert np.all(w[idx] > 0) and len(set(idx.tolist())) == 5
@@ -144,7 +152,8 @@ def test_plusplus_distribution():
     bulk = rng.standard_normal((20, 1)) * 0.5
     X = np.vstack([bulk, [[10.0]]])
     trials = 2000
-    second = np.array([pyml.kmeans_plusplus(X, 2, random_state=s)[1] for s in range(trials)])
+    second = np.array([pyml.kmeans_plusplus(X, 2, random_state=s, n_local_trials=1)[1]
+                       for s in range(trials)])
     first_bulk = second[:, 0] != 20
     D2 = (X[:20, None, 0] - X[None, :, 0]) ** 2  # row f: squared distances from first pick f
     p_out = np.mean(D2[:, 20] / D2.sum(1))  # averaged over the uniform first pick in the bulk
@@ -200,7 +209,7 @@ def test_mixed_dtypes_and_ints():
 @pytest.mark.parametrize("backend", [b for b in ("python", "numba", "cpp", "cython")
                                      if pyml.backends()[b] is None])
 def test_verify_rows(backend):
-    rows = pyml.kmeans._verify(backend, np.random.default_rng(0))
+    rows = verify_checks(backend, np.random.default_rng(0))
     assert rows and all(err <= tol for _, err, tol in rows), rows
 
 
@@ -219,10 +228,10 @@ CPP_PATH_SHAPES = [(1, 1, 1), (40, 33, 5), (97, 64, 16), (400, 300, 250), (70, 4
 def test_cpp_assign_paths(method, n, k, d, dtype, rng):
     from scipy.spatial.distance import cdist
 
-    from pyml._cpp import kmeans as ck
+    ck = importlib.import_module(pyml._backend.backend_package("cpp") + ".kmeans")  # CPU variant in use
 
     Xt, Ct, _, _ = _problem(rng, n, k, d, dtype)
-    with drv.blas_single_thread("cpp"):
+    with single_thread("cpp"):
         labels, dist = ck.kmeans_assign(Xt, Ct, method=method)
     assert labels.dtype == np.int32 and dist.dtype == dtype
     D = cdist(Xt.astype(np.float64), Ct.astype(np.float64), "sqeuclidean")
@@ -242,7 +251,7 @@ def test_cpp_assign_paths(method, n, k, d, dtype, rng):
 def test_cpp_assign_exact_ties_take_first_index(method, dtype, rng):
     # centre 0..9 repeated at 10..19, 40..49 and 70..79: in another lane, the other half of a
     # panel and later panels; every tie must go to the smallest index (the reference's rule)
-    from pyml._cpp import kmeans as ck
+    ck = importlib.import_module(pyml._backend.backend_package("cpp") + ".kmeans")  # CPU variant in use
 
     base = rng.standard_normal((10, 3)).astype(dtype)
     C = np.zeros((83, 3), dtype)
@@ -259,3 +268,85 @@ def test_cpp_assign_exact_ties_take_first_index(method, dtype, rng):
     np.testing.assert_array_equal(labels[clear], want[clear])
     with pytest.raises(ValueError, match="method"):
         ck.kmeans_assign(X, C, method="gemm")
+
+
+# ----------------------------------------------------------------------- cancellation
+# ||c||^2 - 2 x.c cancels when the data share an offset large against their spread; the
+# kernels shift by the mean of the centres, so the labels stay those of the exact reference.
+OFFSETS = [(np.float64, 1e7), (np.float64, 1e8), (np.float32, 1e3), (np.float32, 1e4)]
+
+
+@pytest.mark.parametrize("dtype,offset", OFFSETS)
+@pytest.mark.parametrize("backend", ASSIGN_BACKENDS)
+def test_assign_labels_exact_at_large_offsets(backend, dtype, offset, rng):
+    n, k, d = (120, 9, 5) if backend == "python" else (1500, 40, 16)
+    X = (rng.standard_normal((n, d)) * 3 + offset).astype(dtype)
+    C = (X[rng.choice(n, k, replace=False)].astype(np.float64) + rng.standard_normal((k, d))).astype(dtype)
+    xp = _xp(backend)
+    labels, _ = pyml.kmeans_assign(xp.asarray(X), xp.asarray(C), backend=backend)
+    D = _all_dists(X.astype(np.float64), C.astype(np.float64), "euclidean")
+    part = np.sort(D, axis=1)
+    clear = part[:, 1] - part[:, 0] > 1e-6 * np.maximum(1.0, part[:, 0])  # exact ties excepted
+    assert clear.mean() > 0.99
+    want = np.argmin(D, axis=1)
+    got = pyml._backend.to_numpy(labels)
+    assert np.mean(got[clear] != want[clear]) == 0.0, f"{np.mean(got[clear] != want[clear]):.1%} wrong"
+
+
+@pytest.mark.skipif("cpp" not in AVAILABLE, reason="cpp backend unavailable here")
+@pytest.mark.parametrize("method", ["fused", "blas"])
+def test_cpp_paths_exact_at_large_offsets(method, rng):
+    ck = importlib.import_module(pyml._backend.backend_package("cpp") + ".kmeans")  # CPU variant in use
+
+    X = (rng.standard_normal((700, 12)) * 3 + 1e4).astype(np.float32)
+    C = X[rng.choice(700, 33, replace=False)] + np.float32(0.5)
+    labels, _ = ck.kmeans_assign(X, C, method=method)
+    D = _all_dists(X.astype(np.float64), C.astype(np.float64), "euclidean")
+    part = np.sort(D, axis=1)
+    clear = part[:, 1] - part[:, 0] > 1e-6 * np.maximum(1.0, part[:, 0])
+    np.testing.assert_array_equal(labels[clear], np.argmin(D, axis=1)[clear])
+
+
+@pytest.mark.parametrize("backend", backend_params(("python", "numba", "cpp", "cython")))
+def test_float32_huge_values_labels_exact(backend, rng):
+    # |x| ~ 1e19: squared distances overflow float32; the assignment is redone in float64
+    X = (rng.standard_normal((60, 4)) * 1e19).astype(np.float32)
+    C = X[:5].copy()
+    labels, dist = pyml.kmeans_assign(X, C, backend=backend)
+    l64, d64 = ref.kmeans_assign(X.astype(np.float64), C.astype(np.float64))
+    np.testing.assert_array_equal(labels, l64)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(dist, d64.astype(np.float32))
+
+
+# ----------------------------------------------------------------------- defaults, input
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_configured_backend_is_the_default(backend, monkeypatch):
+    # the README example: with config_context(backend="python"): kmeans_assign(...) runs python
+    calls = []
+    orig_get = pyml._backend.Kernel.get
+
+    def spy(self, b):
+        calls.append((self.name, b))
+        return orig_get(self, b)
+    monkeypatch.setattr(pyml._backend.Kernel, "get", spy)
+    X = np.arange(12.0).reshape(6, 2)
+    with pyml.config_context(backend=backend):
+        pyml.kmeans_assign(X, X[:2])
+        pyml.kmeans_plusplus(X, 2, random_state=0)
+        pyml.KMeans(2, random_state=0, max_iter=3).fit(X)
+    assert calls[0] == ("kmeans_assign", backend)
+    for name, b in calls:  # every kernel ran on the configured backend where it has one
+        if backend in getattr(drv, "PLUSPLUS").backends or name != "kmeans_plusplus_step":
+            if name != "kmeans_update" or backend in drv.UPDATE["euclidean"].backends:
+                assert b == backend, (name, b)
+
+
+def test_read_only_input(rng):
+    X = rng.standard_normal((50, 3))
+    X.setflags(write=False)
+    C = X[:4].copy()
+    C.setflags(write=False)
+    want = ref.kmeans_assign(X, C)[0]
+    for b in AVAILABLE:
+        np.testing.assert_array_equal(pyml.kmeans_assign(X, C, backend=b)[0], want, err_msg=b)

@@ -108,7 +108,7 @@ def test_explicit_objective_never_increases(backend):
     if pyml.backends()[backend] is not None:
         pytest.skip(f"{backend} unavailable")
     R, _ = synthetic_ratings(60, 40, 800, rank=4, noise=0.2, dtype=np.float64, seed=1)
-    m = pyml.ALS(factors=6, regularization=0.5, iterations=8, dtype=np.float64, random_state=0,
+    m = pyml.ALS(factors=6, regularization=0.5, iterations=8, dtype=np.float64, random_state=0, implicit=False,
                  backend=backend, show_progress=False, compute_loss=True).fit(R)
     loss = np.array(m.loss_)
     assert np.all(np.diff(loss) <= 1e-9 * np.abs(loss[:-1])), loss
@@ -134,7 +134,7 @@ def test_planted_rank8_heldout_rmse():
     coo = R.tocoo()
     test = np.random.default_rng(0).random(R.nnz) < 0.1
     train = sp.csr_matrix((coo.data[~test], (coo.row[~test], coo.col[~test])), shape=R.shape)
-    m = pyml.ALS(factors=8, regularization=0.05, iterations=15, dtype=np.float64, random_state=0,
+    m = pyml.ALS(factors=8, regularization=0.05, iterations=15, dtype=np.float64, random_state=0, implicit=False,
                  show_progress=False).fit(train)
     pred = np.einsum("kf,kf->k", m.user_factors[coo.row[test]], m.item_factors[coo.col[test]])
     rmse = np.sqrt(np.mean((pred - coo.data[test]) ** 2))
@@ -209,22 +209,22 @@ def test_mf_sgd_fits_and_deterministic_repeats():
 def test_bad_input_and_input_not_modified():
     R, _ = synthetic_ratings(20, 10, 60, seed=0)
     before = (R.data.copy(), R.indices.copy(), R.indptr.copy())
-    pyml.ALS(factors=3, iterations=2, show_progress=False, random_state=0).fit(R)
+    pyml.ALS(factors=3, iterations=2, show_progress=False, random_state=0, implicit=False).fit(R)
     pyml.mf_sgd(R, factors=2, epochs=2, random_state=0)
     assert all(np.array_equal(a, b) for a, b in zip(before, (R.data, R.indices, R.indptr)))
     with pytest.raises(TypeError, match="scipy.sparse"):
-        pyml.ALS(show_progress=False).fit(R.toarray())
+        pyml.ALS(show_progress=False, implicit=False).fit(R.toarray())
     bad = R.copy()
     bad.data[3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        pyml.ALS(show_progress=False).fit(bad)
+        pyml.ALS(show_progress=False, implicit=False).fit(bad)
     with pytest.raises(ValueError, match="alpha"):
         pyml.ALS(implicit=True, alpha=-1.0, show_progress=False).fit(abs(R))
     with pytest.raises(ValueError, match="non-negative"):
         pyml.ALS(implicit=True, show_progress=False).fit(R)
     with pytest.raises(ValueError, match="factors"):
         pyml.ALS(factors=0, show_progress=False).fit(R)
-    m = pyml.ALS(factors=3, iterations=1, show_progress=False).fit(R)
+    m = pyml.ALS(factors=3, iterations=1, show_progress=False, implicit=False).fit(R)
     with pytest.raises(ValueError, match="out of range"):
         m.recommend(20, R[0])
     with pytest.raises(ValueError, match="shape"):
@@ -240,7 +240,7 @@ def test_bad_input_and_input_not_modified():
 def test_progress_and_callback():
     R, _ = synthetic_ratings(20, 10, 60, seed=0)
     seen = []
-    pyml.ALS(factors=2, iterations=3, show_progress=True, backend="cpp", compute_loss=True,
+    pyml.ALS(factors=2, iterations=3, show_progress=True, backend="cpp", compute_loss=True, implicit=False,
              callback=lambda it, t, loss: seen.append((it, loss))).fit(R)
     assert [s[0] for s in seen] == [0, 1, 2] and all(np.isfinite(s[1]) for s in seen)
 
@@ -257,3 +257,37 @@ def test_cuda_fit_matches_cpu(implicit):
     assert isinstance(gpu.user_factors, np.ndarray)  # scipy (host) input -> host factors
     np.testing.assert_allclose(gpu.user_factors, cpu.user_factors, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(gpu.loss_, cpu.loss_, rtol=1e-9)
+
+
+def test_defaults_do_not_compute_the_loss():
+    """ALS() at its defaults records no training loss (as implicit's calculate_training_loss=False);
+    asked for, the loss after the last iteration is the reference objective."""
+    import inspect
+
+    assert inspect.signature(pyml.ALS).parameters["compute_loss"].default is False
+    R, _ = synthetic_ratings(40, 25, 300, rank=3, implicit=True, seed=6)
+    assert pyml.ALS(factors=4, iterations=2, random_state=0, show_progress=False).fit(R).loss_ == []
+    m = pyml.ALS(factors=4, iterations=2, random_state=0, show_progress=False,
+                 compute_loss=True).fit(R)
+    Rd = drv.CSRArrays(R, np.float32)
+    assert len(m.loss_) == 2
+    assert m.loss_[-1] == pytest.approx(ref.als_loss(Rd.indptr, Rd.indices, Rd.data, m.user_factors,
+                                                     m.item_factors, m.regularization, m.alpha, True),
+                                        rel=1e-4)
+
+
+@pytest.mark.parametrize("backend", backend_params(("python", "numba", "cpp")))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("implicit", [False, True])
+def test_loss_terms_kernel_matches_reference(backend, dtype, implicit, rng):
+    R = _ratings_with_edge_rows(rng, 9, 40)
+    if implicit:
+        R = abs(R)
+    Rd = drv.CSRArrays(R, dtype)
+    X = rng.standard_normal((9, 64)).astype(dtype)
+    Y = rng.standard_normal((40, 64)).astype(dtype)
+    want = ref.als_loss_terms(Rd.indptr, Rd.indices, Rd.data.astype(np.float64), X.astype(np.float64),
+                              Y.astype(np.float64), 2.0, implicit)
+    naive = ref.als_loss_terms(Rd.indptr, Rd.indices, Rd.data, X, Y, 2.0, implicit)
+    got = drv.LOSS_TERMS.get(backend)(Rd.indptr, Rd.indices, Rd.data, X, Y, 2.0, implicit)
+    assert_close(np.array([got]), np.array([want]), np.array([naive]), dtype, backend)

@@ -65,3 +65,39 @@ def test_lenet_digits_learns():
     spec.loader.exec_module(mod)
     acc = mod.train(epochs=2, progress=False)
     assert acc > 0.8  # chance is 0.1
+
+
+def test_backward_before_forward_is_a_clear_error(rng):
+    layers = [nn.ReLU(), nn.Flatten(), nn.Linear(3, 2, random_state=0),
+              nn.MultiHeadAttention(4, 2, random_state=0)]
+    for layer in layers:
+        with pytest.raises(ValueError, match=rf"{type(layer).__name__}\.backward\(grad_out\) called before forward"):
+            layer.backward(np.ones((2, 3)))
+
+
+def test_softmax_cross_entropy_checks_labels():
+    logits = np.zeros((3, 4))
+    for labels, err, msg in ((np.array([0, -1, 2]), ValueError, r"labels must be in \[0, 4\).*-1 at index 1"),
+                             (np.array([0, 4, 2]), ValueError, r"labels must be in \[0, 4\)"),
+                             (np.array([0.0, 1.0, 2.0]), TypeError, "integer class indices"),
+                             (np.array([0, 1]), ValueError, r"shape \(3,\)")):
+        with pytest.raises(err, match=msg):
+            nn.softmax_cross_entropy(logits, labels)
+    with pytest.raises(ValueError, match="logits"):
+        nn.softmax_cross_entropy(np.full((3, 4), np.nan), np.array([0, 1, 2]))
+    loss, g = nn.softmax_cross_entropy(logits, np.array([0, 1, 3]))
+    assert loss == pytest.approx(np.log(4)) and g.shape == (3, 4)
+
+
+def test_optimizer_hyper_parameters_are_checked():
+    net = nn.Linear(3, 2, random_state=0)
+    for make, name in ((lambda: nn.SGD(net, lr=np.nan), "lr"), (lambda: nn.SGD(net, lr=0.0), "lr"),
+                       (lambda: nn.SGD(net, momentum=1.0), "momentum"), (lambda: nn.Adam(net, lr=-1), "lr"),
+                       (lambda: nn.Adam(net, betas=(0.9, 1.0)), r"betas\[1\]"),
+                       (lambda: nn.Adam(net, eps=np.inf), "eps")):
+        with pytest.raises(ValueError, match=name):
+            make()
+    with pytest.raises(TypeError, match="module"):
+        nn.SGD([net.weight])
+    with pytest.raises(TypeError, match="betas"):
+        nn.Adam(net, betas=0.9)

@@ -106,3 +106,58 @@ def test_bad_input_and_no_mutation():
         GridWorld(["..G"])
     with pytest.raises(ValueError, match="action"):
         play(env, [7])
+
+
+def _corrupt(kind):
+    env = CliffWalking()
+    if kind in ("next_state 10**6", "next_state -5"):
+        env.next_state = env.next_state.copy()
+        env.next_state[env.state(3, 0), UP, 0] = 10**6 if kind == "next_state 10**6" else -5
+    elif kind == "start 999":
+        env.start = 999
+    elif kind == "reward nan":
+        env.reward = env.reward.copy()
+        env.reward[5, 1, 0] = np.nan
+    elif kind == "reward inf":
+        env.reward = env.reward.copy()
+        env.reward[0, 0, 0] = np.inf
+    return env
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("algo", ["q_learning", "sarsa"])
+@pytest.mark.parametrize("kind", ["next_state 10**6", "next_state -5", "start 999", "reward nan",
+                                  "reward inf"])
+def test_corrupt_environment_tables_are_refused_before_the_kernel(backend, algo, kind):
+    word = kind.split()[0]
+    with pytest.raises(ValueError, match=rf"^{algo}: env\.{word}"):
+        getattr(pyml, algo)(_corrupt(kind), episodes=5, backend=backend)
+
+
+def test_errors_name_the_function_and_argument():
+    env = CliffWalking()
+    with pytest.raises(pyml.BackendUnavailableError, match="^sarsa: "):
+        pyml.sarsa(env, backend="cuda")
+    Q0 = np.zeros((48, 4)); Q0[1, 1] = np.nan
+    with pytest.raises(ValueError, match="q_learning: Q0 contains NaN") as info:
+        pyml.q_learning(env, Q0=Q0)
+    assert "check_finite" not in str(info.value)  # q_learning has no such parameter
+    with pytest.raises(TypeError, match="actions"):
+        play(env, None)
+    for n in (0, -1, 1):
+        with pytest.raises(ValueError, match="n must be"):
+            pyml.envs.maze(n)
+    with pytest.raises(TypeError, match="step_reward"):
+        GridWorld(["S.G"], step_reward="a")
+    with pytest.raises(ValueError, match="goal_reward"):
+        GridWorld(["S.G"], goal_reward=float("nan"))
+
+
+def test_configured_backend_is_the_default(monkeypatch):
+    seen = []
+    real = pyml._backend._load
+    monkeypatch.setattr(pyml._backend, "_load", lambda t, b: seen.append(t) or real(t, b))
+    with pyml.config_context(backend="python"):
+        pyml.q_learning(CliffWalking(), episodes=2)
+        pyml.sarsa(CliffWalking(), episodes=2)
+    assert seen == ["pyml.reference.mdp:td_control"] * 2

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pyml._validation import (check_array, check_csr, check_dtype_arg, check_int,
+from pyml._validation import (check_array, check_csr, check_csr_structure, check_dtype_arg,
+                              check_int, check_int_sequence, check_memory, check_not_none,
                               check_random_state, check_scalar, common_float_dtype)
 
 
@@ -30,8 +31,10 @@ def test_complex_object_and_sparse_refused():
 def test_nan_position_reported():
     x = np.zeros((3, 4))
     x[2, 1] = np.inf
-    with pytest.raises(ValueError, match=r"X contains NaN or infinity \(first at index \(2, 1\)\)"):
-        check_array(x, "X")
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity \(first at index \(2, 1\)\)$"):
+        check_array(x, "X")  # no advice to pass a parameter the caller may not have
+    with pytest.raises(ValueError, match=r"\(2, 1\)\); pass check_finite=False"):
+        check_array(x, "X", finite_hint=True)
     assert check_array(x, "X", check_finite=False) is x
 
 
@@ -110,3 +113,69 @@ def test_csr_checks_and_copies():
     out = check_csr(csr, "R")
     out.data[:] = 7
     assert csr.data.max() == 1.0  # the caller's matrix is never modified
+
+
+
+def test_lists_and_none():
+    out = check_array([[1, 2], [3, 4]], "X", ndim=2)
+    assert out.dtype == np.float64 and out.shape == (2, 2)
+    with pytest.raises(TypeError, match="X must be an array, got None"):
+        check_array(None, "X")
+    with pytest.raises(TypeError, match="needs must be a list of arrays, got None"):
+        check_not_none(None, "needs", "a list of arrays")
+    assert check_not_none(0, "x", "anything") == 0
+
+
+def test_int_sequences():
+    assert check_int_sequence([1, 3, 8, 8], "input_shape", length=4, min_value=1) == (1, 3, 8, 8)
+    assert check_int_sequence(np.array([2, 0]), "actions", min_value=0) == (2, 0)
+    with pytest.raises(TypeError, match="input_shape must be a sequence of integers, got None"):
+        check_int_sequence(None, "input_shape")
+    with pytest.raises(TypeError, match="input_shape must be a sequence"):
+        check_int_sequence(5, "input_shape")
+    with pytest.raises(ValueError, match="must have 4 entries, got 3"):
+        check_int_sequence((1, 2, 3), "input_shape", length=4)
+    with pytest.raises(TypeError, match=r"input_shape\[1\] must be an integer"):
+        check_int_sequence((1, 2.5), "input_shape")
+    with pytest.raises(ValueError, match=r"actions\[0\] must be >= 0"):
+        check_int_sequence((-1,), "actions", min_value=0)
+
+
+def test_memory_needed_is_checked_before_allocating():
+    check_memory(1024, "a small array")
+    with pytest.raises(ValueError, match=r"factors needs \d+\.\d GiB of memory"):
+        check_memory(2.0**60, "factors")
+
+
+def _csr(indptr, indices, shape):
+    return sp.csr_matrix((np.ones(len(indices)), np.asarray(indices), np.asarray(indptr)),
+                         shape=shape, copy=False)
+
+
+@pytest.mark.parametrize("indptr, indices, message", [
+    ([0, 1, 2], [0, 7], r"column index 7 in row 1 is outside \[0, 3\)"),
+    ([0, 1, 2], [-5, 0], r"column index -5 in row 0"),
+    ([0, 2, 1, 2], [0, 1], "non-decreasing, it decreases after row 1"),
+    ([0, 1], [0], "rows \\+ 1 = 3 entries"),
+    ([1, 1, 2], [0, 1], "start at 0 and end at nnz"),
+])
+def test_corrupt_csr_is_refused_before_any_kernel(indptr, indices, message):
+    n = len(indptr) - 1 if len(indptr) > 2 else 2
+    with pytest.raises(ValueError, match=message):
+        check_csr_structure(np.array(indptr), np.array(indices), (n, 3), "P")
+    if len(indptr) == n + 1:  # scipy builds the matrix without checking; check_csr refuses it
+        R = sp.csr_matrix((2, 3))
+        R.indptr, R.indices, R.data = (np.array(indptr, np.int32), np.array(indices, np.int32),
+                                       np.ones(len(indices)))
+        R._shape = (n, 3)
+        with pytest.raises(ValueError, match=message):
+            check_csr(R, "P")
+
+
+def test_int64_csr_indices_beyond_2_31_are_not_narrowed():
+    """A crafted matrix with a huge declared shape: the checks use int64 throughout."""
+    big = 2**31 + 5
+    indptr = np.array([0, 1, 2], np.int64)
+    check_csr_structure(indptr, np.array([0, big - 1], np.int64), (2, big), "R")
+    with pytest.raises(ValueError, match=f"column index {big} in row 1"):
+        check_csr_structure(indptr, np.array([0, big], np.int64), (2, big), "R")

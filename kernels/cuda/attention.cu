@@ -24,7 +24,13 @@
 // own pass (recomputing Q K^T and dO V^T, 2 of the 7 tile products) instead of atomicAdd from dkdv: results
 // are deterministic and float16/bfloat16 need no float32 scratch copy of dQ.
 //
-// Shared memory per block, in accumulator elements (the driver pyml/_attention_cuda.py:_smem mirrors this),
+// Grouped-query attention: k and v have Hk heads; query head bh = b*H + h reads key/value head
+// b*Hk + h/(H/Hk) (kv_head below). dK and dV are written per query head (B, H, Nk, .): the driver sums
+// each group, so no two blocks write one row. Dropout: P_ij times 1/(1-p) or 0 from the SplitMix64 hash
+// of the score's index (bh*Nq + i)*Nk + j (the same bits as csrc/attention.cpp and the reference), so the
+// backward redraws the forward's mask; lse stays that of the undropped P.
+//
+// Shared memory per block, in accumulator elements (the glue kernels/cuda/attention.py:_smem mirrors this),
 // with ldk = D|1, ldv = Dv|1, BQ/BK = 16*RPT rows owned by the block, 32 = keys (fwd, dq) / queries (dkdv) per tile:
 //   fwd  : BQ*ldk + 32*ldk + 32*Dv + BQ*33
 //   dkdv : BK*ldk + BK*ldv + 32*ldk + 32*ldv + 2*BK*33 + 2*32
@@ -67,6 +73,21 @@ template <> __device__ __forceinline__ bf16_t from_acc<bf16_t>(float x) {
     r.bits = (u & 0x7fffffffu) > 0x7f800000u ? (unsigned short)0x7fc0
                                              : (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     return r;
+}
+
+__device__ __forceinline__ long long kv_head(long long bh, int H, int Hk) {
+    return (bh / H) * Hk + (bh % H) / (H / Hk);
+}
+
+// Dropout factor of score index idx: 1 without dropout (threshold 0), else 1/(1-p) or 0.
+template <typename A>
+__device__ __forceinline__ A drop(unsigned long long seed, unsigned int threshold, A inv_keep, long long idx) {
+    if (threshold == 0u) return A(1);
+    unsigned long long z = seed + (unsigned long long)(idx + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (z >> 40) >= threshold ? inv_keep : A(0);
 }
 
 __device__ __forceinline__ float exp_(float x) { return expf(x); }
@@ -164,7 +185,8 @@ template <typename A> __device__ __forceinline__ A* smem() {
 template <typename T, int CPT>
 __device__ void fwd_impl(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          const typename Acc<T>::type* __restrict__ mask, long long msb, long long msh, long long msq,
-                         int has_mask, int causal, typename Acc<T>::type scale, int H, int Nq, int Nk, int D, int Dv,
+                         int has_mask, int causal, typename Acc<T>::type scale, int H, int Hk, int Nq, int Nk, int D,
+                         int Dv, unsigned long long seed, unsigned int threshold, typename Acc<T>::type inv_keep,
                          T* __restrict__ out, typename Acc<T>::type* __restrict__ lse) {
     typedef typename Acc<T>::type A;
     constexpr int RPT = Rows<A, CPT>::fwd, BQ = GROUPS * RPT;
@@ -180,6 +202,7 @@ __device__ void fwd_impl(const T* __restrict__ q, const T* __restrict__ k, const
     if (causal) tq = ntq - 1 - tq;  // the longest causal tiles start first
     const int q0 = tq * BQ, nq = min(BQ, Nq - q0);
     const A* mrow = mask + (bh / H) * msb + (bh % H) * msh;
+    const long long kvh = kv_head(bh, H, Hk);
     const A ninf = neg_inf<A>();
 
     stage(sQ, ldk, q + (bh * Nq + q0) * D, nq, BQ, D);
@@ -192,8 +215,8 @@ __device__ void fwd_impl(const T* __restrict__ q, const T* __restrict__ k, const
     for (int k0 = 0; k0 < kend; k0 += TILE) {
         const int nk = min(TILE, kend - k0);
         __syncthreads();  // the previous tile's sK, sV, sP are no longer read
-        stage(sK, ldk, k + (bh * Nk + k0) * D, nk, TILE, D);
-        stage(sV, Dv, v + (bh * Nk + k0) * Dv, nk, TILE, Dv);
+        stage(sK, ldk, k + (kvh * Nk + k0) * D, nk, TILE, D);
+        stage(sV, Dv, v + (kvh * Nk + k0) * Dv, nk, TILE, Dv);
         __syncthreads();
         A s[RPT][KPT];
         zero(s);
@@ -222,8 +245,9 @@ __device__ void fwd_impl(const T* __restrict__ q, const T* __restrict__ k, const
 #pragma unroll
             for (int j = 0; j < KPT; ++j) {
                 const A p = dead ? A(0) : exp_(s[i][j] - mnew);
-                sP[(r0 + i) * ldp + lane + LANES * j] = p;
-                sum += p;
+                const long long key = k0 + lane + LANES * j;
+                sP[(r0 + i) * ldp + lane + LANES * j] = p * drop<A>(seed, threshold, inv_keep, (bh * Nq + row) * Nk + key);
+                sum += p;  // the normaliser (and lse) of the undropped weights
             }
             l[i] = l[i] * alpha + group_sum(sum);
             m[i] = mnew;
@@ -252,8 +276,9 @@ __device__ void dkdv_impl(const T* __restrict__ dout, const T* __restrict__ q, c
                           const T* __restrict__ v, const typename Acc<T>::type* __restrict__ lse,
                           const typename Acc<T>::type* __restrict__ delta, const typename Acc<T>::type* __restrict__ mask,
                           long long msb, long long msh, long long msq, int has_mask, int causal,
-                          typename Acc<T>::type scale, int H, int Nq, int Nk, int D, int Dv, T* __restrict__ dk,
-                          T* __restrict__ dv) {
+                          typename Acc<T>::type scale, int H, int Hk, int Nq, int Nk, int D, int Dv,
+                          unsigned long long seed, unsigned int threshold, typename Acc<T>::type inv_keep,
+                          T* __restrict__ dk, T* __restrict__ dv) {
     typedef typename Acc<T>::type A;
     constexpr int RPT = Rows<A, CPT>::bwd, BK = GROUPS * RPT;
     const int ldk = D | 1, ldv = Dv | 1, ldp = TILE + 1;
@@ -270,10 +295,11 @@ __device__ void dkdv_impl(const T* __restrict__ dout, const T* __restrict__ q, c
     const long long bh = blockIdx.x / ntk;
     const int k0 = (blockIdx.x % ntk) * BK, nk = min(BK, Nk - k0);
     const A* mrow = mask + (bh / H) * msb + (bh % H) * msh;
+    const long long kvh = kv_head(bh, H, Hk);
     const A ninf = neg_inf<A>();
 
-    stage(sK, ldk, k + (bh * Nk + k0) * D, nk, BK, D);
-    stage(sV, ldv, v + (bh * Nk + k0) * Dv, nk, BK, Dv);
+    stage(sK, ldk, k + (kvh * Nk + k0) * D, nk, BK, D);
+    stage(sV, ldv, v + (kvh * Nk + k0) * Dv, nk, BK, Dv);
     A gk[RPT][CPT], gv[RPT][CPT];
     zero(gk);
     zero(gv);
@@ -307,8 +333,9 @@ __device__ void dkdv_impl(const T* __restrict__ dout, const T* __restrict__ q, c
                     if (has_mask) x += mrow[(long long)row * msq + key];
                     p = exp_(x - L);
                 }
-                sP[(r0 + i) * ldp + qc] = p;
-                sS[(r0 + i) * ldp + qc] = p * (dp[i][j] - sDl[qc]);
+                const A z = drop<A>(seed, threshold, inv_keep, (bh * Nq + row) * (long long)Nk + key);
+                sP[(r0 + i) * ldp + qc] = p * z;                         // (P Z)^T for dV
+                sS[(r0 + i) * ldp + qc] = p * (z * dp[i][j] - sDl[qc]);  // dS = P (Z dP~ - Delta)
             }
         }
         __syncwarp();  // rows of P^T and dS^T are keys of this thread's row group: one warp
@@ -336,7 +363,9 @@ __device__ void dq_impl(const T* __restrict__ dout, const T* __restrict__ q, con
                         const T* __restrict__ v, const typename Acc<T>::type* __restrict__ lse,
                         const typename Acc<T>::type* __restrict__ delta, const typename Acc<T>::type* __restrict__ mask,
                         long long msb, long long msh, long long msq, int has_mask, int causal,
-                        typename Acc<T>::type scale, int H, int Nq, int Nk, int D, int Dv, T* __restrict__ dq) {
+                        typename Acc<T>::type scale, int H, int Hk, int Nq, int Nk, int D, int Dv,
+                        unsigned long long seed, unsigned int threshold, typename Acc<T>::type inv_keep,
+                        T* __restrict__ dq) {
     typedef typename Acc<T>::type A;
     constexpr int RPT = Rows<A, CPT>::bwd, BQ = GROUPS * RPT;
     const int ldk = D | 1, ldv = Dv | 1, ldp = TILE + 1;
@@ -352,6 +381,7 @@ __device__ void dq_impl(const T* __restrict__ dout, const T* __restrict__ q, con
     if (causal) tq = ntq - 1 - tq;
     const int q0 = tq * BQ, nq = min(BQ, Nq - q0);
     const A* mrow = mask + (bh / H) * msb + (bh % H) * msh;
+    const long long kvh = kv_head(bh, H, Hk);
     const A ninf = neg_inf<A>();
 
     stage(sQ, ldk, q + (bh * Nq + q0) * D, nq, BQ, D);
@@ -368,8 +398,8 @@ __device__ void dq_impl(const T* __restrict__ dout, const T* __restrict__ q, con
     for (int k0 = 0; k0 < kend; k0 += TILE) {
         const int nk = min(TILE, kend - k0);
         __syncthreads();
-        stage(sK, ldk, k + (bh * Nk + k0) * D, nk, TILE, D);
-        stage(sV, ldv, v + (bh * Nk + k0) * Dv, nk, TILE, Dv);
+        stage(sK, ldk, k + (kvh * Nk + k0) * D, nk, TILE, D);
+        stage(sV, ldv, v + (kvh * Nk + k0) * Dv, nk, TILE, Dv);
         __syncthreads();
         A s[RPT][KPT], dp[RPT][KPT];
         zero(s);
@@ -386,7 +416,8 @@ __device__ void dq_impl(const T* __restrict__ dout, const T* __restrict__ q, con
                 if (row < Nq && key < k0 + nk && L[i] != ninf && !(causal && key > row)) {
                     A x = s[i][j] * scale;
                     if (has_mask) x += mrow[(long long)row * msq + key];
-                    ds = exp_(x - L[i]) * (dp[i][j] - Dl[i]);
+                    const A z = drop<A>(seed, threshold, inv_keep, (bh * Nq + row) * (long long)Nk + key);
+                    ds = exp_(x - L[i]) * (z * dp[i][j] - Dl[i]);
                 }
                 sS[(r0 + i) * ldp + lane + LANES * j] = ds;
             }
@@ -411,23 +442,26 @@ __device__ void dq_impl(const T* __restrict__ dout, const T* __restrict__ q, con
 #define ATTENTION_KERNELS(T, SFX, CPT, DMAX)                                                                           \
     extern "C" __global__ void __launch_bounds__(NT) attention_fwd_##SFX##_##DMAX(                                   \
         const T* q, const T* k, const T* v, const Acc<T>::type* mask, long long msb, long long msh, long long msq,  \
-        int has_mask, int causal, Acc<T>::type scale, int H, int Nq, int Nk, int D, int Dv, T* out,                 \
-        Acc<T>::type* lse) {                                                                                         \
-        fwd_impl<T, CPT>(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, H, Nq, Nk, D, Dv, out, lse);        \
+        int has_mask, int causal, Acc<T>::type scale, int H, int Hk, int Nq, int Nk, int D, int Dv,                 \
+        unsigned long long seed, unsigned int threshold, Acc<T>::type inv_keep, T* out, Acc<T>::type* lse) {         \
+        fwd_impl<T, CPT>(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, H, Hk, Nq, Nk, D, Dv, seed,         \
+                         threshold, inv_keep, out, lse);                                                             \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(NT) attention_bwd_dkdv_##SFX##_##DMAX(                              \
         const T* dout, const T* q, const T* k, const T* v, const Acc<T>::type* lse, const Acc<T>::type* delta,      \
         const Acc<T>::type* mask, long long msb, long long msh, long long msq, int has_mask, int causal,            \
-        Acc<T>::type scale, int H, int Nq, int Nk, int D, int Dv, T* dk, T* dv) {                                    \
-        dkdv_impl<T, CPT>(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask, causal, scale, H, Nq, Nk, D,    \
-                          Dv, dk, dv);                                                                               \
+        Acc<T>::type scale, int H, int Hk, int Nq, int Nk, int D, int Dv, unsigned long long seed,                 \
+        unsigned int threshold, Acc<T>::type inv_keep, T* dk, T* dv) {                                               \
+        dkdv_impl<T, CPT>(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask, causal, scale, H, Hk, Nq, Nk,   \
+                          D, Dv, seed, threshold, inv_keep, dk, dv);                                                 \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(NT) attention_bwd_dq_##SFX##_##DMAX(                                \
         const T* dout, const T* q, const T* k, const T* v, const Acc<T>::type* lse, const Acc<T>::type* delta,      \
         const Acc<T>::type* mask, long long msb, long long msh, long long msq, int has_mask, int causal,            \
-        Acc<T>::type scale, int H, int Nq, int Nk, int D, int Dv, T* dq) {                                           \
-        dq_impl<T, CPT>(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask, causal, scale, H, Nq, Nk, D, Dv,  \
-                        dq);                                                                                         \
+        Acc<T>::type scale, int H, int Hk, int Nq, int Nk, int D, int Dv, unsigned long long seed,                 \
+        unsigned int threshold, Acc<T>::type inv_keep, T* dq) {                                                      \
+        dq_impl<T, CPT>(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask, causal, scale, H, Hk, Nq, Nk, D,  \
+                        Dv, seed, threshold, inv_keep, dq);                                                          \
     }
 
 #define ATTENTION_DTYPE(T, SFX)          \

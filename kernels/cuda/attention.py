@@ -110,18 +110,22 @@ def _finish(dst, buf) -> None:
         (dst.view(np.uint16) if _is_bf16(dst.dtype) else dst)[...] = host
 
 
-def _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale):
+def _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale, dropout_p, seed):
+    """The kernels' scalar arguments; dropout as in csrc/attention.cpp: threshold = floor(p * 2^24)
+    on the top 24 hash bits, the seed's 64 bits as given (an int64 from the driver)."""
     B, H, Nq, D = q.shape
-    Nk, Dv = k.shape[2], v.shape[3]
+    Hk, Nk, Dv = k.shape[1], k.shape[2], v.shape[3]
     acc = np.float64 if q.dtype == np.float64 else np.float32
     tail = (np.int64(msb), np.int64(msh), np.int64(msq), np.int32(bool(has_mask)), np.int32(bool(causal)),
-            acc(scale), np.int32(H), np.int32(Nq), np.int32(Nk), np.int32(D), np.int32(Dv))
+            acc(scale), np.int32(H), np.int32(Hk), np.int32(Nq), np.int32(Nk), np.int32(D), np.int32(Dv),
+            np.uint64(int(seed) % (1 << 64)), np.uint32(int(dropout_p * 16777216.0)), acc(1.0 / (1.0 - dropout_p)))
     return B * H, Nq, Nk, D, Dv, acc, tail
 
 
-def attention_forward(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, out, lse):
-    """out = softmax(q k^T * scale + mask) v and lse, written into ``out`` and ``lse``."""
-    BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale)
+def attention_forward(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, dropout_p, seed, out, lse):
+    """out = softmax(q k^T * scale + mask) v and lse, written into ``out`` and ``lse``; k, v with
+    Hk heads (grouped-query attention, head h reads h // (H/Hk)), dropout from the seed's hash."""
+    BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale, dropout_p, seed)
     _bucket(D, Dv)  # the clear error before any copy to the device
     cp = cupy()
     qd, kd, vd = (_device(a) for a in (q, k, v))
@@ -132,12 +136,14 @@ def attention_forward(q, k, v, mask, msb, msh, msq, has_mask, causal, scale, out
     _finish(lse, ls)
 
 
-def attention_backward(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask, causal, scale, dq, dk, dv):
-    """(dq, dk, dv) of attention, written in place; P is recomputed from q, k and lse.
+def attention_backward(dout, q, k, v, lse, delta, mask, msb, msh, msq, has_mask, causal, scale,
+                       dropout_p, seed, dq, dk, dv):
+    """(dq, dk, dv) of attention, written in place; P is recomputed from q, k and lse. dk and dv
+    are per query head (B, H, Nk, .), as from the CPU kernels; the driver sums each group.
 
     Two launches: dK/dV with one block per key tile, then dQ with one block per query tile
     (no atomics, deterministic)."""
-    BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale)
+    BH, Nq, Nk, D, Dv, acc, tail = _scalars(q, k, v, msb, msh, msq, has_mask, causal, scale, dropout_p, seed)
     _bucket(D, Dv)
     cp = cupy()
     dod, qd, kd, vd = (_device(a) for a in (dout, q, k, v))

@@ -110,36 +110,37 @@ PYML_CONV_INSTANTIATE(float, f32)
 PYML_CONV_INSTANTIATE(double, f64)
 
 // ---------------------------------------------------------------------------------- pooling
-// Z(i, j) = max / mean of the KH x KW window at (sh*i - ph, sw*j - pw); zero padding never wins
-// a max (only in-bounds elements are candidates) and counts in the mean (count_include_pad).
-// Max indices are the flat position y*W + x inside the H*W plane (int64), exactly as the CPU
-// kernels: the first in-bounds element starts the scan, a later one wins only if strictly
-// greater (ties -> first in row-major window order). One thread per output element (forward,
-// max backward via atomicAdd into a zeroed dX) or per input element (avg backward, gathering;
-// no atomics). Grid-stride loops with 64-bit flat indices.
+// PyTorch's pooling semantics, as the CPU kernels: max over the in-bounds (dilated) taps, a NaN
+// wins, ties keep the first in row-major window order, -inf / index -1 for a window without an
+// in-bounds tap; indices are the flat position y*W + x inside the H*W plane (int64). Mean: sum
+// of the in-bounds elements over the divisor (window size counting padding but not the
+// ceil-mode overhang; the in-bounds count without count_include_pad; divisor_override when
+// nonzero). One thread per output element (forward, max backward via atomicAdd into a zeroed
+// dX) or per input element (avg backward, gathering; no atomics). Grid-stride loops with
+// 64-bit flat indices.
 
 typedef long long i64;
 
-
 template <typename T>
 __device__ void max_fwd(const T *__restrict__ x, T *__restrict__ z, i64 *__restrict__ idx, i64 BC, int H,
-                        int W, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw) {
+                        int W, int OH, int OW, int KH, int KW, int sh, int sw, int ph, int pw, int dh,
+                        int dw) {
     const i64 total = BC * OH * OW;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
         const int j = (int)(t % OW), i = (int)((t / OW) % OH);
         const i64 bc = t / ((i64)OW * OH);
         const T *plane = x + bc * H * W;
-        T best = T(0);
+        T best = (T)__longlong_as_double(0xfff0000000000000ULL);  // -inf
         i64 arg = -1;
         for (int m = 0; m < KH; ++m) {
-            const int yy = sh * i - ph + m;
+            const int yy = sh * i - ph + dh * m;
             if (yy < 0 || yy >= H) continue;
             for (int n = 0; n < KW; ++n) {
-                const int xx = sw * j - pw + n;
+                const int xx = sw * j - pw + dw * n;
                 if (xx < 0 || xx >= W) continue;
                 const i64 k = (i64)yy * W + xx;
                 const T v = __ldg(plane + k);
-                if (arg < 0 || v > best) {
+                if (arg < 0 || v > best || v != v) {
                     best = v;
                     arg = k;
                 }
@@ -160,65 +161,83 @@ __device__ void max_bwd(const T *__restrict__ dz, const i64 *__restrict__ idx, T
     }
 }
 
+struct AvgOpts {
+    int KH, KW, sh, sw, ph, pw, include_pad, divisor;  // divisor 0: no divisor_override
+};
+
+// Output i's window clipped to [0, N) as [lo, hi) and its size counting the padding only.
+__device__ inline void avg_window(int i, int K, int S, int P, int N, int &lo, int &hi, int &size) {
+    const int start = S * i - P, end = min(start + K, N + P);
+    size = end - start;
+    lo = max(start, 0);
+    hi = min(end, N);
+}
+
+__device__ inline double avg_divisor(const AvgOpts &o, int y0, int y1, int x0, int x1, int size) {
+    if (o.divisor != 0) return (double)o.divisor;
+    return (double)(o.include_pad ? size : (y1 - y0) * (x1 - x0));
+}
+
 template <typename T>
 __device__ void avg_fwd(const T *__restrict__ x, T *__restrict__ z, i64 BC, int H, int W, int OH, int OW,
-                        int KH, int KW, int sh, int sw, int ph, int pw) {
+                        AvgOpts o) {
     const i64 total = BC * OH * OW;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
         const int j = (int)(t % OW), i = (int)((t / OW) % OH);
         const T *plane = x + (t / ((i64)OW * OH)) * H * W;
-        double s = 0.0;  // double accumulation for both dtypes (matches the CPU kernels' float64 sum)
-        for (int m = 0; m < KH; ++m) {
-            const int yy = sh * i - ph + m;
-            if (yy < 0 || yy >= H) continue;
-            for (int n = 0; n < KW; ++n) {
-                const int xx = sw * j - pw + n;
-                if (xx >= 0 && xx < W) s += (double)__ldg(plane + (i64)yy * W + xx);
-            }
-        }
-        z[t] = (T)(s / ((double)KH * KW));
+        int y0, y1, hs, x0, x1, ws;
+        avg_window(i, o.KH, o.sh, o.ph, H, y0, y1, hs);
+        avg_window(j, o.KW, o.sw, o.pw, W, x0, x1, ws);
+        double s = 0.0;  // double accumulation for both dtypes
+        for (int yy = y0; yy < y1; ++yy)
+            for (int xx = x0; xx < x1; ++xx) s += (double)__ldg(plane + (i64)yy * W + xx);
+        z[t] = (y0 >= y1 || x0 >= x1) ? T(0) : (T)(s / avg_divisor(o, y0, y1, x0, x1, hs * ws));
     }
 }
 
-// dX[yy, xx] = sum over output windows covering (yy, xx) of dZ[i, j] / (KH*KW):
+// dX[yy, xx] = sum over the windows whose clipped range covers (yy, xx) of dZ[i, j] / divisor:
 // i in [ceil((yy + ph - KH + 1) / sh), floor((yy + ph) / sh)] intersected with [0, OH).
 template <typename T>
 __device__ void avg_bwd(const T *__restrict__ dz, T *__restrict__ dx, i64 BC, int H, int W, int OH, int OW,
-                        int KH, int KW, int sh, int sw, int ph, int pw) {
+                        AvgOpts o) {
     const i64 total = BC * H * W;
-    const double inv = 1.0 / ((double)KH * KW);
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
         const int xx = (int)(t % W), yy = (int)((t / W) % H);
         const T *g = dz + (t / ((i64)W * H)) * OH * OW;
-        const int ylo = yy + ph - KH + 1, xlo = xx + pw - KW + 1;
-        const int i0 = ylo <= 0 ? 0 : (ylo + sh - 1) / sh, j0 = xlo <= 0 ? 0 : (xlo + sw - 1) / sw;
-        const int i1 = min((yy + ph) / sh, OH - 1), j1 = min((xx + pw) / sw, OW - 1);
+        const int ylo = yy + o.ph - o.KH + 1, xlo = xx + o.pw - o.KW + 1;
+        const int i0 = ylo <= 0 ? 0 : (ylo + o.sh - 1) / o.sh, j0 = xlo <= 0 ? 0 : (xlo + o.sw - 1) / o.sw;
+        const int i1 = min((yy + o.ph) / o.sh, OH - 1), j1 = min((xx + o.pw) / o.sw, OW - 1);
         double s = 0.0;
-        for (int i = i0; i <= i1; ++i)
-            for (int j = j0; j <= j1; ++j) s += (double)__ldg(g + (i64)i * OW + j);
-        dx[t] = (T)(s * inv);
+        for (int i = i0; i <= i1; ++i) {
+            int y0, y1, hs;
+            avg_window(i, o.KH, o.sh, o.ph, H, y0, y1, hs);
+            for (int j = j0; j <= j1; ++j) {
+                int x0, x1, ws;
+                avg_window(j, o.KW, o.sw, o.pw, W, x0, x1, ws);
+                s += (double)__ldg(g + (i64)i * OW + j) / avg_divisor(o, y0, y1, x0, x1, hs * ws);
+            }
+        }
+        dx[t] = (T)s;
     }
 }
 
 #define POOL_ENTRIES(T, SFX)                                                                              \
-    extern "C" __global__ void max_pool2d_##SFX(const T *x, T *z, i64 *idx, i64 BC, int H, int W,   \
-                                                      int OH, int OW, int KH, int KW, int sh, int sw,     \
-                                                      int ph, int pw) {                                   \
-        max_fwd<T>(x, z, idx, BC, H, W, OH, OW, KH, KW, sh, sw, ph, pw);                                  \
+    extern "C" __global__ void max_pool2d_##SFX(const T *x, T *z, i64 *idx, i64 BC, int H, int W, int OH, \
+                                                int OW, int KH, int KW, int sh, int sw, int ph, int pw,   \
+                                                int dh, int dw) {                                         \
+        max_fwd<T>(x, z, idx, BC, H, W, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw);                          \
     }                                                                                                     \
-    extern "C" __global__ void max_pool2d_backward_##SFX(const T *dz, const i64 *idx, T *dx, i64 BC, int H, \
-                                                       int W, int OH, int OW) {                           \
+    extern "C" __global__ void max_pool2d_backward_##SFX(const T *dz, const i64 *idx, T *dx, i64 BC,      \
+                                                         int H, int W, int OH, int OW) {                  \
         max_bwd<T>(dz, idx, dx, BC, H, W, OH, OW);                                                        \
     }                                                                                                     \
-    extern "C" __global__ void avg_pool2d_##SFX(const T *x, T *z, i64 BC, int H, int W, int OH,     \
-                                                      int OW, int KH, int KW, int sh, int sw, int ph,     \
-                                                      int pw) {                                           \
-        avg_fwd<T>(x, z, BC, H, W, OH, OW, KH, KW, sh, sw, ph, pw);                                       \
+    extern "C" __global__ void avg_pool2d_##SFX(const T *x, T *z, i64 BC, int H, int W, int OH, int OW,   \
+                                                AvgOpts o) {                                              \
+        avg_fwd<T>(x, z, BC, H, W, OH, OW, o);                                                            \
     }                                                                                                     \
-    extern "C" __global__ void avg_pool2d_backward_##SFX(const T *dz, T *dx, i64 BC, int H, int W, int OH,  \
-                                                       int OW, int KH, int KW, int sh, int sw, int ph,    \
-                                                       int pw) {                                          \
-        avg_bwd<T>(dz, dx, BC, H, W, OH, OW, KH, KW, sh, sw, ph, pw);                                     \
+    extern "C" __global__ void avg_pool2d_backward_##SFX(const T *dz, T *dx, i64 BC, int H, int W,        \
+                                                         int OH, int OW, AvgOpts o) {                     \
+        avg_bwd<T>(dz, dx, BC, H, W, OH, OW, o);                                                          \
     }
 
 POOL_ENTRIES(float, f32)

@@ -32,6 +32,12 @@ class _Geo(ctypes.Structure):
                  "groups")]
 
 
+def _by_value(s: ctypes.Structure) -> np.ndarray:
+    # CuPy passes a struct by value only as a NumPy array of size one (a ctypes.Structure is a
+    # TypeError "Unsupported type" in its launcher); the kernel receives its bytes.
+    return np.frombuffer(bytes(s), dtype=np.dtype((np.void, ctypes.sizeof(s))))
+
+
 def _geo(x, w, stride, padding, dilation, groups) -> _Geo:
     B, C, H, W = x.shape
     O, _, KH, KW = w.shape
@@ -47,7 +53,7 @@ def conv2d(x, w, bias, stride, padding, dilation, groups):
     y = cp.empty((g.B, g.O, g.OH, g.OW), dtype=x.dtype)
     b = bias if bias is not None else cp.empty(1, dtype=x.dtype)
     kernel("conv", "conv2d", x.dtype)(grid(y.size, _THREADS), (_THREADS,),
-                                      (x, w, b, np.int32(bias is not None), y, g))
+                                      (x, w, b, np.int32(bias is not None), y, _by_value(g)))
     return y
 
 
@@ -58,10 +64,10 @@ def conv2d_backward(gy, x, w, stride, padding, dilation, groups):
     dx = cp.empty_like(x)
     dk = cp.empty_like(w)
     kernel("conv", "conv2d_backward_input", x.dtype)(grid(dx.size, _THREADS), (_THREADS,),
-                                                     (gy, w, dx, g))
+                                                     (gy, w, dx, _by_value(g)))
     # one block per weight element (the grid-stride loop covers any excess)
     kernel("conv", "conv2d_backward_weight", x.dtype)((min(w.size, 65535 * 8),), (_THREADS,),
-                                                      (gy, x, dk, g),
+                                                      (gy, x, dk, _by_value(g)),
                                                       shared_mem=_THREADS * x.itemsize)
     return dx, dk, gy.sum(axis=(0, 2, 3))
 
@@ -70,12 +76,19 @@ def _i32(*vals) -> tuple:
     return tuple(np.int32(v) for v in vals)
 
 
-def max_pool2d(x, z, idx, KH, KW, sh, sw, ph, pw):
+class _AvgOpts(ctypes.Structure):
+    # Mirrors `struct AvgOpts` in conv.cu (8 ints by value; divisor 0 = no divisor_override).
+    _fields_ = [(n, ctypes.c_int) for n in
+                ("KH", "KW", "sh", "sw", "ph", "pw", "include_pad", "divisor")]
+
+
+def max_pool2d(x, z, idx, KH, KW, sh, sw, ph, pw, dh, dw):
     """z, idx (N, C, OH, OW) <- max pooling of the C-contiguous CuPy array x (N, C, H, W)."""
     N, C, H, W = x.shape
     kernel("conv", "max_pool2d", x.dtype)(
         grid(z.size, _THREADS), (_THREADS,),
-        (x, z, idx, np.int64(N * C), *_i32(H, W, z.shape[2], z.shape[3], KH, KW, sh, sw, ph, pw)))
+        (x, z, idx, np.int64(N * C),
+         *_i32(H, W, z.shape[2], z.shape[3], KH, KW, sh, sw, ph, pw, dh, dw)))
 
 
 def max_pool2d_backward(gz, idx, dx):
@@ -87,15 +100,17 @@ def max_pool2d_backward(gz, idx, dx):
         (gz, idx, dx, np.int64(N * C), *_i32(H, W, gz.shape[2], gz.shape[3])))
 
 
-def avg_pool2d(x, z, KH, KW, sh, sw, ph, pw):
+def avg_pool2d(x, z, KH, KW, sh, sw, ph, pw, count_include_pad, divisor):
     N, C, H, W = x.shape
+    opts = _AvgOpts(KH, KW, sh, sw, ph, pw, int(count_include_pad), divisor)
     kernel("conv", "avg_pool2d", x.dtype)(
         grid(z.size, _THREADS), (_THREADS,),
-        (x, z, np.int64(N * C), *_i32(H, W, z.shape[2], z.shape[3], KH, KW, sh, sw, ph, pw)))
+        (x, z, np.int64(N * C), *_i32(H, W, z.shape[2], z.shape[3]), _by_value(opts)))
 
 
-def avg_pool2d_backward(gz, dx, KH, KW, sh, sw, ph, pw):
+def avg_pool2d_backward(gz, dx, KH, KW, sh, sw, ph, pw, count_include_pad, divisor):
     N, C, H, W = dx.shape
+    opts = _AvgOpts(KH, KW, sh, sw, ph, pw, int(count_include_pad), divisor)
     kernel("conv", "avg_pool2d_backward", gz.dtype)(
         grid(dx.size, _THREADS), (_THREADS,),
-        (gz, dx, np.int64(N * C), *_i32(H, W, gz.shape[2], gz.shape[3], KH, KW, sh, sw, ph, pw)))
+        (gz, dx, np.int64(N * C), *_i32(H, W, gz.shape[2], gz.shape[3]), _by_value(opts)))

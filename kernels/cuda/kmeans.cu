@@ -1,28 +1,30 @@
 // k-means on the GPU: labels[i] = argmin_j ||x_i - c_j||^2 (exact squared distance), and the weighted sums
 // S_j = sum_{label(i)=j} w_i x_i, W_j = sum w_i of the Lloyd update. Fast: centres staged through shared memory, one thread per point.
 // Self-contained for NVRTC (no host headers). Ties go to the smallest centre index, as in the reference.
+// The distance is accumulated from differences in double, so no ||x||^2 - 2 x.c + ||c||^2 cancellation;
+// sizes are 64-bit (n * d beyond 2^31 elements is fine).
 
 #define KM_TILE 64  // centres per shared-memory tile (KM_TILE * d values per block)
 
 template <typename T>
-__device__ void assign_impl(const T* __restrict__ X, const T* __restrict__ C, int n, int k, int d,
-                            int* __restrict__ labels, T* __restrict__ dist) {
+__device__ void assign_impl(const T* __restrict__ X, const T* __restrict__ C, long long n, long long k,
+                            long long d, int* __restrict__ labels, T* __restrict__ dist) {
     extern __shared__ unsigned char smem_raw[];
     T* sc = reinterpret_cast<T*>(smem_raw);
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const bool active = i < n;
     double best = 1.0 / 0.0;
-    int best_j = 0;
-    for (int j0 = 0; j0 < k; j0 += KM_TILE) {
-        const int kk = min(KM_TILE, k - j0);
+    long long best_j = 0;
+    for (long long j0 = 0; j0 < k; j0 += KM_TILE) {
+        const long long kk = min((long long)KM_TILE, k - j0);
         __syncthreads();
-        for (int q = threadIdx.x; q < kk * d; q += blockDim.x) sc[q] = C[(long long)j0 * d + q];
+        for (long long q = threadIdx.x; q < kk * d; q += blockDim.x) sc[q] = C[j0 * d + q];
         __syncthreads();
         if (active) {
             const T* xi = X + i * d;
-            for (int j = 0; j < kk; ++j) {
+            for (long long j = 0; j < kk; ++j) {
                 double s = 0.0;
-                for (int t = 0; t < d; ++t) {
+                for (long long t = 0; t < d; ++t) {
                     const double diff = (double)xi[t] - (double)sc[j * d + t];
                     s += diff * diff;
                 }
@@ -30,35 +32,39 @@ __device__ void assign_impl(const T* __restrict__ X, const T* __restrict__ C, in
             }
         }
     }
-    if (active) { labels[i] = best_j; dist[i] = (T)best; }
+    if (active) { labels[i] = (int)best_j; dist[i] = (T)best; }
 }
 
 template <typename T>
-__device__ void accumulate_impl(const T* __restrict__ X, const double* __restrict__ w,
-                                const int* __restrict__ labels, int n, int d,
-                                double* __restrict__ S, double* __restrict__ W) {
+__device__ void weighted_sums_impl(const T* __restrict__ X, const double* __restrict__ w,
+                                   const int* __restrict__ labels, long long n, long long d,
+                                   double* __restrict__ S, double* __restrict__ W) {
     // one thread per (point, feature); feature -1 of each point adds its weight
     const long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long per = (long long)d + 1;
-    if (q >= (long long)n * per) return;
+    const long long per = d + 1;
+    if (q >= n * per) return;
     const long long i = q / per;
-    const int t = (int)(q % per) - 1;
-    const int j = labels[i];
+    const long long t = q % per - 1;
+    const long long j = labels[i];
     if (t < 0) atomicAdd(W + j, w[i]);
-    else atomicAdd(S + (long long)j * d + t, w[i] * (double)X[i * d + t]);
+    else atomicAdd(S + j * d + t, w[i] * (double)X[i * d + t]);
 }
 
 extern "C" {
-__global__ void kmeans_assign_f32(const float* X, const float* C, int n, int k, int d, int* labels, float* dist) {
+__global__ void kmeans_assign_f32(const float* X, const float* C, long long n, long long k, long long d,
+                                  int* labels, float* dist) {
     assign_impl<float>(X, C, n, k, d, labels, dist);
 }
-__global__ void kmeans_assign_f64(const double* X, const double* C, int n, int k, int d, int* labels, double* dist) {
+__global__ void kmeans_assign_f64(const double* X, const double* C, long long n, long long k, long long d,
+                                  int* labels, double* dist) {
     assign_impl<double>(X, C, n, k, d, labels, dist);
 }
-__global__ void kmeans_accumulate_f32(const float* X, const double* w, const int* labels, int n, int d, double* S, double* W) {
-    accumulate_impl<float>(X, w, labels, n, d, S, W);
+__global__ void weighted_sums_f32(const float* X, const double* w, const int* labels, long long n, long long d,
+                                  double* S, double* W) {
+    weighted_sums_impl<float>(X, w, labels, n, d, S, W);
 }
-__global__ void kmeans_accumulate_f64(const double* X, const double* w, const int* labels, int n, int d, double* S, double* W) {
-    accumulate_impl<double>(X, w, labels, n, d, S, W);
+__global__ void weighted_sums_f64(const double* X, const double* w, const int* labels, long long n, long long d,
+                                  double* S, double* W) {
+    weighted_sums_impl<double>(X, w, labels, n, d, S, W);
 }
 }

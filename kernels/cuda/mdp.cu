@@ -1,4 +1,4 @@
-// Bellman backup V'(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')] on dense (A,S,S) P and state-major CSR P.
+// Bellman backup V'(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')] on dense (A,S,S) P and action-major CSR P (row a*S + s).
 // Fast: one warp per state, lanes read P(a,s,:) coalesced and reduce with shuffles (double accumulation); max over actions fused, P read once.
 
 template <typename T>
@@ -41,7 +41,7 @@ __device__ void sparse_backup(const long long* __restrict__ indptr, const int* _
     double best = -1.0 / 0.0;
     long long arg = lo;
     for (long long a = lo; a < hi; ++a) {
-        const long long row = s * A + a;
+        const long long row = a * S + s;  // action-major CSR
         double total = 0.0;
         for (long long k = indptr[row]; k < indptr[row + 1]; ++k) total += (double)data[k] * V[indices[k]];
         const double q = R[s * A + a] + gamma * total;

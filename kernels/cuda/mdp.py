@@ -1,5 +1,6 @@
-"""CuPy glue for kernels/cuda/mdp.cu: the same calling convention as the CPU sweep kernels,
-CuPy arrays in and out (no host round-trip except the scalar residual per sweep).
+"""CuPy glue for kernels/cuda/mdp.cu: the calling convention of the CPU solve kernels
+(pyml._mdp_driver), CuPy arrays in and out. Each sweep is one launch; the sup-norm change is
+reduced on the device and read back per sweep for the stopping test (one scalar a sweep).
 
 Compiled with nvcc for sm_80/sm_90 in CI; not yet run on a device (no GPU was available).
 """
@@ -18,23 +19,46 @@ def _check_jacobi(gauss_seidel: bool) -> None:
         raise ValueError("method='gauss-seidel' is not available on the cuda backend; use 'jacobi'")
 
 
-def sweep_dense(P, R, gamma, V, V_out, policy, fixed, gauss_seidel):
+def _iterate(launch, V, scratch, tol, max_iter, residuals) -> int:
+    """Jacobi sweeps ``launch(cur, nxt, diff)`` until the change is below tol; result in V."""
+    cp = cupy()
+    diff = cp.empty(V.shape[0], cp.float64)
+    cur, nxt = V, scratch
+    n = 0
+    for n in range(1, max_iter + 1):
+        launch(cur, nxt, diff)
+        delta = float(diff.max())
+        residuals[n - 1] = delta
+        cur, nxt = nxt, cur
+        if delta < tol:
+            break
+    if cur is not V:
+        V[...] = cur
+    return n
+
+
+def value_iteration_dense(P, R, gamma, V, scratch, policy, fixed, gauss_seidel, tol, max_iter,
+                          residuals):
     cp = cupy()
     _check_jacobi(gauss_seidel)
     A, S = P.shape[0], P.shape[1]
-    diff = cp.empty(S, cp.float64)
-    # one warp per state: S warps of 32 lanes
-    kernel("mdp", "sweep_dense", P.dtype)(grid(32 * S, THREADS), (THREADS,), (
-        P, R, cp.float64(gamma), V, V_out, policy, diff, cp.int32(bool(fixed)), cp.int64(A), cp.int64(S)))
-    return float(diff.max())
+    sweep = kernel("mdp", "sweep_dense", P.dtype)
+
+    def launch(cur, nxt, diff):  # one warp per state: S warps of 32 lanes
+        sweep(grid(32 * S, THREADS), (THREADS,), (P, R, cp.float64(gamma), cur, nxt, policy, diff,
+                                                  cp.int32(bool(fixed)), cp.int64(A), cp.int64(S)))
+    return _iterate(launch, V, scratch, tol, max_iter, residuals)
 
 
-def sweep_sparse(indptr, indices, data, A, R, gamma, V, V_out, policy, fixed, gauss_seidel):
+def value_iteration_sparse(indptr, indices, data, R, gamma, V, scratch, policy, fixed,
+                           gauss_seidel, tol, max_iter, residuals):
+    """Action-major CSR (row a*S + s holds P(. | s, a)), int64 indptr, int32 indices."""
     cp = cupy()
     _check_jacobi(gauss_seidel)
-    S = V.shape[0]
-    diff = cp.empty(S, cp.float64)
-    kernel("mdp", "sweep_sparse", data.dtype)(grid(S, THREADS), (THREADS,), (
-        indptr, indices, data, cp.int64(A), R, cp.float64(gamma), V, V_out, policy, diff,
-        cp.int32(bool(fixed)), cp.int64(S)))
-    return float(diff.max())
+    S, A = R.shape
+    sweep = kernel("mdp", "sweep_sparse", data.dtype)
+
+    def launch(cur, nxt, diff):
+        sweep(grid(S, THREADS), (THREADS,), (indptr, indices, data, cp.int64(A), R, cp.float64(gamma),
+                                             cur, nxt, policy, diff, cp.int32(bool(fixed)), cp.int64(S)))
+    return _iterate(launch, V, scratch, tol, max_iter, residuals)

@@ -133,24 +133,28 @@ def conv_backward_gemm(gy, x, w2, dx, dwt, ws, dws, tmp, need_dx, need_dw, KH, K
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def max_pool2d(x, z, idx, KH, KW, sh, sw, ph, pw):
+def max_pool2d(x, z, idx, KH, KW, sh, sw, ph, pw, dh, dw):
+    """z, idx <- max and flat argmax of each (dilated) window; NaN wins, -1 / -inf for a window
+    without an in-bounds element."""
     B, C, H, W = x.shape
     OH, OW = z.shape[2], z.shape[3]
     for bc in prange(B * C):
         b, c = bc // C, bc % C
         for i in range(OH):
             for j in range(OW):
-                best = x[b, c, 0, 0]
+                best = -np.inf
                 arg = -1
                 for m in range(KH):
-                    y = sh * i - ph + m
+                    y = sh * i - ph + dh * m
                     if y < 0 or y >= H:
                         continue
                     for n in range(KW):
-                        xx = sw * j - pw + n
-                        if 0 <= xx < W and (arg < 0 or x[b, c, y, xx] > best):
-                            best = x[b, c, y, xx]
-                            arg = y * W + xx
+                        xx = sw * j - pw + dw * n
+                        if 0 <= xx < W:
+                            v = x[b, c, y, xx]
+                            if arg < 0 or v > best or v != v:
+                                best = v
+                                arg = y * W + xx
                 z[b, c, i, j] = best
                 idx[b, c, i, j] = arg
 
@@ -165,42 +169,62 @@ def max_pool2d_backward(dz, idx, dx):
         for i in range(OH):
             for j in range(OW):
                 k = idx[b, c, i, j]
-                dx[b, c, k // W, k % W] += dz[b, c, i, j]
+                if 0 <= k < H * W:  # -1: a window without an in-bounds element
+                    dx[b, c, k // W, k % W] += dz[b, c, i, j]
+
+
+@njit(inline="always")
+def _avg_window(i, K, S, P, N):
+    """Clipped window [lo, hi) of output i and its size counting padding (not the overhang)."""
+    start = S * i - P
+    end = min(start + K, N + P)
+    return max(start, 0), min(end, N), end - start
+
+
+@njit(inline="always")
+def _avg_divisor(y0, y1, x0, x1, size, count_include_pad, divisor):
+    if divisor != 0:
+        return divisor
+    return size if count_include_pad else (y1 - y0) * (x1 - x0)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def avg_pool2d(x, z, KH, KW, sh, sw, ph, pw):
+def avg_pool2d(x, z, KH, KW, sh, sw, ph, pw, count_include_pad, divisor):
+    """z <- window sums over the divisor (divisor 0: the window size, see the reference)."""
     B, C, H, W = x.shape
     OH, OW = z.shape[2], z.shape[3]
     for bc in prange(B * C):
         b, c = bc // C, bc % C
         for i in range(OH):
+            y0, y1, hs = _avg_window(i, KH, sh, ph, H)
             for j in range(OW):
+                x0, x1, ws = _avg_window(j, KW, sw, pw, W)
                 s = 0.0
-                for m in range(KH):
-                    y = sh * i - ph + m
-                    if 0 <= y < H:
-                        for n in range(KW):
-                            xx = sw * j - pw + n
-                            if 0 <= xx < W:
-                                s += x[b, c, y, xx]
-                z[b, c, i, j] = s / (KH * KW)
+                for y in range(y0, y1):
+                    for xx in range(x0, x1):
+                        s += x[b, c, y, xx]
+                if y0 >= y1 or x0 >= x1:
+                    z[b, c, i, j] = 0.0
+                else:
+                    z[b, c, i, j] = s / _avg_divisor(y0, y1, x0, x1, hs * ws,
+                                                     count_include_pad, divisor)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def avg_pool2d_backward(dz, dx, KH, KW, sh, sw, ph, pw):
+def avg_pool2d_backward(dz, dx, KH, KW, sh, sw, ph, pw, count_include_pad, divisor):
     B, C, H, W = dx.shape
     OH, OW = dz.shape[2], dz.shape[3]
     for bc in prange(B * C):
         b, c = bc // C, bc % C
         dx[b, c] = 0
         for i in range(OH):
+            y0, y1, hs = _avg_window(i, KH, sh, ph, H)
             for j in range(OW):
-                g = dz[b, c, i, j] / (KH * KW)
-                for m in range(KH):
-                    y = sh * i - ph + m
-                    if 0 <= y < H:
-                        for n in range(KW):
-                            xx = sw * j - pw + n
-                            if 0 <= xx < W:
-                                dx[b, c, y, xx] += g
+                x0, x1, ws = _avg_window(j, KW, sw, pw, W)
+                if y0 >= y1 or x0 >= x1:
+                    continue
+                g = dz[b, c, i, j] / _avg_divisor(y0, y1, x0, x1, hs * ws, count_include_pad,
+                                                  divisor)
+                for y in range(y0, y1):
+                    for xx in range(x0, x1):
+                        dx[b, c, y, xx] += g

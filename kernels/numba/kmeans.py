@@ -1,5 +1,6 @@
-# k-means / k-medians kernels: argmin_i ||x - mu_i||^2 (= ||c||^2 - 2 x.c + ||x||^2), argmin_i ||x - m_i||_1,
-# weighted centre sums / coordinate medians. Fast: prange over point tiles, BLAS dot per tile + argmin vectorised across points.
+# k-means / k-medians kernels: argmin_i ||x - mu_i||^2 (= ||c-m||^2 - 2 (x-m).(c-m) + ||x-m||^2, m = mean of C),
+# argmin_i ||x - m_i||_1, weighted centre sums / coordinate medians, greedy k-means++ steps.
+# Fast: prange over point tiles, BLAS dot per tile + argmin vectorised across points.
 from __future__ import annotations
 
 import numpy as np
@@ -15,11 +16,21 @@ _SLOTS = 16
 def kmeans_assign(X, C):
     n, d = X.shape
     k = C.shape[0]
+    # Shift by the mean of the centres: ||c||^2 - 2 x.c cancels when the data share a large
+    # offset (float32 at 1e4: most labels wrong); (x-m).(c-m) keeps the scale of the spread.
+    m = np.zeros(d, np.float64)
+    for i in range(k):
+        for t in range(d):
+            m[t] += C[i, t]
+    mt = (m / k).astype(X.dtype)
+    Cc = np.empty((k, d), X.dtype)
     cnorm = np.empty(k, X.dtype)
     for i in range(k):
-        s = C[i, 0] * C[i, 0]
-        for t in range(1, d):
-            s += C[i, t] * C[i, t]
+        s = 0.0
+        for t in range(d):
+            v = C[i, t] - mt[t]
+            Cc[i, t] = v
+            s += v * v
         cnorm[i] = s
     labels = np.empty(n, np.int32)
     dist = np.empty(n, X.dtype)
@@ -27,8 +38,12 @@ def kmeans_assign(X, C):
     for b in prange(nblocks):
         j0 = b * _BLOCK
         j1 = min(n, j0 + _BLOCK)
-        # G[i, r] = c_i . x_r through BLAS (single-threaded meanwhile, see blas_single_thread)
-        G = np.dot(C, X[j0:j1].T)
+        Xc = np.empty((j1 - j0, d), X.dtype)  # the tile, shifted: one pass in cache
+        for r in range(j1 - j0):
+            for t in range(d):
+                Xc[r, t] = X[j0 + r, t] - mt[t]
+        # G[i, r] = (c_i - m).(x_r - m) through BLAS (single-threaded meanwhile, pyml._blas)
+        G = np.dot(Cc, Xc.T)
         best = np.full(j1 - j0, np.inf, X.dtype)
         besti = np.zeros(j1 - j0, np.int32)
         for i in range(k):
@@ -40,11 +55,10 @@ def kmeans_assign(X, C):
                     besti[r] = i
         for r in range(j1 - j0):
             j = j0 + r
-            # the exact distance to the chosen centre: the expanded form cancels badly
-            # when ||x||^2 >> ||x - c||^2
+            # the exact distance to the chosen centre, accumulated in float64
             s = 0.0
             for t in range(d):
-                diff = X[j, t] - C[besti[r], t]
+                diff = np.float64(X[j, t]) - np.float64(C[besti[r], t])
                 s += diff * diff
             labels[j] = besti[r]
             dist[j] = s
@@ -166,3 +180,37 @@ def kmedians_update(X, w, labels, dist, C):
                     break
             m[i, t] = med
     return m
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def kmeans_plusplus_step(X, w, D2, candidates):
+    n, d = X.shape
+    T = candidates.shape[0]
+    nblocks = (n + _BLOCK - 1) // _BLOCK
+    # per-block partial potentials, summed in block order: the same bits for any thread count
+    part = np.zeros((nblocks, T), np.float64)
+    for b in prange(nblocks):
+        for j in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
+            for q in range(T):
+                c = candidates[q]
+                s = 0.0
+                for t in range(d):
+                    diff = np.float64(X[j, t]) - np.float64(X[c, t])
+                    s += diff * diff
+                part[b, q] += w[j] * min(D2[j], s)
+    best, best_pot = 0, np.inf
+    for q in range(T):
+        pot = 0.0
+        for b in range(nblocks):
+            pot += part[b, q]
+        if pot < best_pot:
+            best, best_pot = q, pot
+    c = candidates[best]
+    new = np.empty(n, np.float64)
+    for j in prange(n):
+        s = 0.0
+        for t in range(d):
+            diff = np.float64(X[j, t]) - np.float64(X[c, t])
+            s += diff * diff
+        new[j] = min(D2[j], s)
+    return best, best_pot, new

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from .. import envs
 from .._backend import BackendUnavailableError
-from .._mdp_driver import SWEEP_DENSE, TD_CONTROL
+from .._mdp_driver import SOLVE_DENSE, TD_CONTROL
 from ..mdp import value_iteration
 from ..reference import mdp as ref
 from ..rl import q_learning, sarsa
@@ -43,7 +43,7 @@ def random_mdp(rng: np.random.Generator, dtype):
 
 
 def checks(backend: str, rng: np.random.Generator) -> list[Row]:
-    SWEEP_DENSE.resolve(backend)  # BackendUnavailableError when the backend cannot run here
+    SOLVE_DENSE.resolve(backend)  # BackendUnavailableError when the backend cannot run here
     rows: list[Row] = []
     methods = ("jacobi",) if backend == "cuda" else ("jacobi", "gauss-seidel")
     for dtype in (np.float32, np.float64):

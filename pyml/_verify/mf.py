@@ -1,6 +1,7 @@
 """`pyml verify` / `pyml warmup` for matrix factorization: every half-step variant (explicit
-Cholesky, implicit CG, implicit Cholesky) and the SGD epoch of one backend against the
-float64 reference, in float32 and float64 (which also compiles every Numba signature)."""
+Cholesky, implicit CG, implicit Cholesky), the SGD epoch, the ratings' check/transpose pass and
+the ranking metrics of one backend against the reference, in float32 and float64 (which also
+compiles every Numba signature a fit uses)."""
 from __future__ import annotations
 
 import numpy as np
@@ -81,4 +82,44 @@ def checks(backend: str, rng: np.random.Generator) -> list[tuple[str, float, flo
         for dt in (np.float32, np.float64):
             rows.append(row(f"mf_sgd_epoch deterministic {np.dtype(dt).name}", out[("out", dt)],
                             out[("ref", np.float64)], out[("ref", dt)], dt))
+    rows += _input_checks(backend, abs(R), rng)
+    return rows
+
+
+def _input_checks(backend, R, rng):
+    """csr_check / csr_transpose (exact: integer results), als_loss_terms and ranking_metrics
+    where ``backend`` has them, on the index dtypes SciPy produces (int32 and int64)."""
+    rows = []
+    n_cols = R.shape[1]
+    if backend in drv.CSR_CHECK.backends:
+        check, transpose = drv.CSR_CHECK.get(backend), drv.CSR_TRANSPOSE.get(backend)
+        for it in (np.int32, np.int64):
+            for dt in (np.float32, np.float64):
+                args = (R.indptr.astype(it), R.indices.astype(it), R.data.astype(dt))
+                got = np.array(check(*args, n_cols, True), dtype=np.float64)
+                want = np.array(ref.csr_check(*args, n_cols, True), dtype=np.float64)
+                rows.append(row(f"csr_check {np.dtype(it).name} {np.dtype(dt).name}", got, want, want, dt))
+        for dt in (np.float32, np.float64):
+            tp = (R.indptr.astype(np.int64), R.indices.astype(np.int32), R.data.astype(dt))
+            got = np.concatenate([np.asarray(a, np.float64) for a in transpose(*tp, n_cols)])
+            want = np.concatenate([np.asarray(a, np.float64) for a in ref.csr_transpose(*tp, n_cols)])
+            rows.append(row(f"csr_transpose {np.dtype(dt).name}", got, want, want, dt))
+    if backend in drv.LOSS_TERMS.backends:
+        X = rng.standard_normal((R.shape[0], 5))
+        Y = rng.standard_normal((n_cols, 5))
+        ip, ix = R.indptr.astype(np.int64), R.indices.astype(np.int32)
+        for dt in (np.float32, np.float64):
+            want = ref.als_loss_terms(ip, ix, R.data.astype(np.float64), X, Y, 2.0, True)
+            naive = ref.als_loss_terms(ip, ix, R.data.astype(dt), X.astype(dt), Y.astype(dt), 2.0, True)
+            got = drv.LOSS_TERMS.get(backend)(ip, ix, R.data.astype(dt), X.astype(dt), Y.astype(dt),
+                                              2.0, True)
+            rows.append(row(f"als_loss_terms {np.dtype(dt).name}", got, want, naive, dt))
+    if backend in drv.RANKING_METRICS.backends:
+        users = np.arange(R.shape[0], dtype=np.int64)
+        ids = np.argsort(rng.random((R.shape[0], n_cols)), axis=1)[:, :4].astype(np.int32)
+        ids[0, 2:] = -1
+        args = (ids, users, R.indptr.astype(np.int64), R.indices, n_cols)
+        want = ref.ranking_metrics(*args)
+        rows.append(row("ranking_metrics", drv.RANKING_METRICS.get(backend)(*args), want, want,
+                        np.float64))
     return rows

@@ -1,11 +1,13 @@
 """k-means / k-medians reference: plain Python loops that mirror the textbook equations.
 
-Sources (../shared/seeds/):
-- 000 "K-Means Clustering": J = sum_i sum_{x_j in C_i} ||x_j - mu_i||^2 (also 003, SSE in 002 §4.3).
-- 002 §5 "K-Means vs. K-Medians": k-medians minimises sum |x_j - m_i|_1 with the
-  coordinate-wise median as the centre.
-- 004 "Initialization ... (3) k-means++": the next centre is drawn with probability
-  proportional to D(x)^2, the squared distance to the nearest centre chosen so far.
+- k-means (Lloyd 1982; MacQueen 1967): J = sum_i sum_{x_j in C_i} ||x_j - mu_i||^2, minimised
+  alternately over the assignments and the centres mu_i (the weighted means).
+- k-medians (Bradley, Mangasarian & Street 1997): sum |x_j - m_i|_1 with the coordinate-wise
+  median as the centre.
+- k-means++ (Arthur & Vassilvitskii 2007): the next centre is drawn with probability
+  proportional to D(x)^2, the squared distance to the nearest centre chosen so far; the greedy
+  variant (their section 5, scikit-learn's default) draws several candidates per step and
+  keeps the one that lowers the potential sum D^2 the most.
 
 This module is the oracle of the tests; it never imports a kernel or the backend registry.
 Every function has the same signature as its compiled kernels (pyml/_kmeans_driver.py).
@@ -18,7 +20,7 @@ import numpy as np
 
 
 def kmeans_assign(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """c(x_j) = argmin_i ||x_j - mu_i||^2 and that squared distance (seed 000, J)."""
+    """c(x_j) = argmin_i ||x_j - mu_i||^2 and that squared distance (the assignment step of J)."""
     n, d = X.shape
     k = C.shape[0]
     labels = np.zeros(n, np.int32)
@@ -37,7 +39,7 @@ def kmeans_assign(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def kmedians_assign(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """c(x_j) = argmin_i ||x_j - m_i||_1 and that L1 distance (seed 002 §5)."""
+    """c(x_j) = argmin_i ||x_j - m_i||_1 and that L1 distance (k-medians)."""
     n, d = X.shape
     k = C.shape[0]
     labels = np.zeros(n, np.int32)
@@ -85,7 +87,7 @@ def relocate_empty(w: np.ndarray, labels: np.ndarray, dist: np.ndarray, k: int) 
 def kmeans_update(X: np.ndarray, w: np.ndarray, labels: np.ndarray, dist: np.ndarray,
                   C: np.ndarray) -> np.ndarray:
     """mu_i = sum_{x_j in C_i} w_j x_j / sum_{x_j in C_i} w_j, the minimiser of J for fixed
-    assignments (seed 000); a cluster left with zero weight keeps its old centre."""
+    assignments; a cluster left with zero weight keeps its old centre."""
     n, d = X.shape
     k = C.shape[0]
     lab = relocate_empty(w, labels, dist, k)
@@ -118,7 +120,7 @@ def weighted_median(values: list[float], weights: list[float]) -> float:
 
 def kmedians_update(X: np.ndarray, w: np.ndarray, labels: np.ndarray, dist: np.ndarray,
                     C: np.ndarray) -> np.ndarray:
-    """m_i[t] = weighted median of {x_j[t] : x_j in C_i} (seed 002 §5), per coordinate t."""
+    """m_i[t] = weighted median of {x_j[t] : x_j in C_i} (k-medians), per coordinate t."""
     n, d = X.shape
     k = C.shape[0]
     lab = relocate_empty(w, labels, dist, k)
@@ -133,41 +135,72 @@ def kmedians_update(X: np.ndarray, w: np.ndarray, labels: np.ndarray, dist: np.n
     return m
 
 
-def objective(X: np.ndarray, w: np.ndarray, C: np.ndarray, metric: str = "euclidean") -> float:
-    """J = sum_j w_j min_i ||x_j - mu_i||^2 (seed 000), or the L1 version for k-medians."""
-    _, dist = (kmeans_assign if metric == "euclidean" else kmedians_assign)(X, C)
-    return float(sum(float(w[j]) * float(dist[j]) for j in range(X.shape[0])))
-
-
-def kmeans_plusplus(X: np.ndarray, n_clusters: int, w: np.ndarray,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """k-means++ seeding (seed 004): the first centre drawn with probability w_j / sum w,
-    each next one with probability w_j D(x_j)^2 / sum_l w_l D(x_l)^2.
-
-    One uniform draw per centre, inverted through the cumulative weights, so the
-    vectorised pyml.kmeans.kmeans_plusplus makes the same picks from the same generator.
-    """
+def kmeans_plusplus_step(X: np.ndarray, w: np.ndarray, D2: np.ndarray,
+                         candidates: np.ndarray) -> tuple[int, float, np.ndarray]:
+    """One greedy k-means++ step: for every candidate c the potential
+    phi(c) = sum_j w_j min(D2_j, ||x_j - x_c||^2); returns the first candidate of lowest phi
+    (its position in ``candidates``), phi of it and the new D2 = min(D2, ||x - x_best||^2)."""
     n, d = X.shape
-    D2 = [1.0] * n  # before the first pick every point has the same "distance"
-    indices = []
-    for _ in range(n_clusters):
-        p = [float(w[j]) * D2[j] for j in range(n)]
-        total = sum(p)
-        if total <= 0.0:  # every point already chosen (duplicates): fall back to weights
-            p, total = [float(w[j]) for j in range(n)], float(sum(w))
-        u = rng.random() * total
-        acc, pick = 0.0, n - 1
-        for j in range(n):
-            acc += p[j]
-            if u < acc:
-                pick = j
-                break
-        indices.append(pick)
+    pots = []
+    for c in candidates:
+        phi = 0.0
         for j in range(n):
             s = 0.0
             for t in range(d):
-                diff = float(X[j, t]) - float(X[pick, t])
+                diff = float(X[j, t]) - float(X[c, t])
                 s += diff * diff
-            D2[j] = s if len(indices) == 1 else min(D2[j], s)
+            phi += float(w[j]) * min(float(D2[j]), s)
+        pots.append(phi)
+    best = min(range(len(pots)), key=lambda q: (pots[q], q))
+    c = candidates[best]
+    new = np.empty(n, np.float64)
+    for j in range(n):
+        s = 0.0
+        for t in range(d):
+            diff = float(X[j, t]) - float(X[c, t])
+            s += diff * diff
+        new[j] = min(float(D2[j]), s)
+    return best, pots[best], new
+
+
+def kmeans_plusplus(X: np.ndarray, n_clusters: int, w: np.ndarray, rng: np.random.Generator,
+                    n_local_trials: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): the first centre drawn with
+    probability w_j / sum w, each next one from ``n_local_trials`` candidates drawn with
+    probability w_j D(x_j)^2 / sum_l w_l D(x_l)^2, keeping the candidate of lowest potential
+    (n_local_trials=1: the plain algorithm of the paper).
+
+    Each draw is one uniform inverted through the cumulative weights (the first index whose
+    cumulative weight exceeds it), so pyml.kmeans.kmeans_plusplus makes the same picks from
+    the same generator.
+    """
+    n = X.shape[0]
+    w = [float(v) for v in w]
+
+    def draw(p: list[float], u: float) -> int:
+        acc = 0.0
+        for j in range(n):
+            acc += p[j]
+            if u < acc:
+                return j
+        return n - 1
+
+    total_w = 0.0
+    for v in w:
+        total_w += v
+    indices = [draw(w, rng.random() * total_w)]
+    D2 = np.full(n, np.inf)
+    _, _, D2 = kmeans_plusplus_step(X, np.asarray(w), D2, np.array(indices))
+    for _ in range(1, n_clusters):
+        p = [w[j] * float(D2[j]) for j in range(n)]
+        total = 0.0
+        for v in p:
+            total += v
+        if not total > 0.0:  # every point already chosen (duplicates): fall back to weights
+            p, total = w, total_w
+        us = rng.random(n_local_trials) * total
+        cand = np.array([draw(p, float(u)) for u in us], np.int64)
+        best, _, D2 = kmeans_plusplus_step(X, np.asarray(w), D2, cand)
+        indices.append(int(cand[best]))
     idx = np.array(indices, np.int64)
     return X[idx].copy(), idx

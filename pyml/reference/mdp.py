@@ -165,18 +165,18 @@ def sweep_dense(P, R, gamma, V, V_out, policy, fixed, gauss_seidel):
     return delta
 
 
-def sweep_sparse(indptr, indices, data, A, R, gamma, V, V_out, policy, fixed, gauss_seidel):
-    """:func:`sweep_dense` on the state-major CSR: row s*A + a holds P(. | s, a)."""
-    S = V.shape[0]
+def sweep_sparse(indptr, indices, data, R, gamma, V, V_out, policy, fixed, gauss_seidel):
+    """:func:`sweep_dense` on A CSR matrices: ``indptr[a]``, ``indices[a]``, ``data[a]`` hold
+    P(. | s, a) in row s of matrix a."""
+    A, S = len(indptr), V.shape[0]
     delta = 0.0
     for s in range(S):
         actions = [int(policy[s])] if fixed else range(A)
         best, arg = None, None
         for a in actions:
-            row = s * A + a
             total = 0.0
-            for k in range(indptr[row], indptr[row + 1]):
-                total += float(data[k]) * V[indices[k]]
+            for k in range(indptr[a][s], indptr[a][s + 1]):
+                total += float(data[a][k]) * V[indices[a][k]]
             q = R[s, a] + gamma * total
             if best is None or q > best:
                 best, arg = q, a
@@ -187,3 +187,83 @@ def sweep_sparse(indptr, indices, data, A, R, gamma, V, V_out, policy, fixed, ga
         if not fixed:
             policy[s] = arg
     return delta
+
+
+def _iterate(sweep, V, scratch, gauss_seidel, tol, max_iter, residuals):
+    """Repeat ``sweep(V_in, V_out)`` until its change is below tol; the result ends in V."""
+    cur, nxt = V, scratch
+    n = 0
+    for n in range(1, max_iter + 1):
+        delta = sweep(cur, nxt)
+        residuals[n - 1] = delta
+        if not gauss_seidel:
+            cur, nxt = nxt, cur
+        if delta < tol:
+            break
+    if cur is not V:
+        V[:] = cur
+    return n
+
+
+def value_iteration_dense(P, R, gamma, V, scratch, policy, fixed, gauss_seidel, tol, max_iter,
+                          residuals):
+    """Sweeps of :func:`sweep_dense` until sup|V' - V| < tol (at most max_iter), in the calling
+    convention of the compiled kernels: V holds the start and, on return, the result;
+    residuals[:n] the change per sweep; returns n."""
+    return _iterate(lambda cur, nxt: sweep_dense(P, R, gamma, cur, nxt, policy, fixed, gauss_seidel),
+                    V, scratch, gauss_seidel, tol, max_iter, residuals)
+
+
+def value_iteration_sparse(indptr, indices, data, R, gamma, V, scratch, policy, fixed,
+                           gauss_seidel, tol, max_iter, residuals):
+    """:func:`value_iteration_dense` with :func:`sweep_sparse` (A CSR matrices)."""
+    return _iterate(lambda cur, nxt: sweep_sparse(indptr, indices, data, R, gamma, cur, nxt, policy,
+                                                  fixed, gauss_seidel),
+                    V, scratch, gauss_seidel, tol, max_iter, residuals)
+
+
+# ------------------------------------------------ model checks (the compiled checks' oracle)
+def _describe_row(values, columns, row, tol):
+    """Status of one row of transition probabilities: 0 valid, 1 not finite, 2 negative,
+    3 not summing to 1 within tol; as (status, row, column, value)."""
+    for v, j in zip(values, columns):
+        if not np.isfinite(v):
+            return 1, row, int(j), float(v)
+        if v < 0:
+            return 2, row, int(j), float(v)
+    total = 0.0
+    for v in values:
+        total += float(v)
+    return (0, -1, -1, 0.0) if abs(total - 1.0) <= tol else (3, row, -1, total)
+
+
+def check_dense(P, tol):
+    """The first row a*S + s of P (A, S, S) that is not a probability distribution."""
+    A, S = P.shape[0], P.shape[1]
+    for a in range(A):
+        for s in range(S):
+            verdict = _describe_row(P[a, s], range(S), a * S + s, tol)
+            if verdict[0]:
+                return verdict
+    return 0, -1, -1, 0.0
+
+
+def check_csr(indptr, indices, data, S, tol):
+    """:func:`check_dense` for one CSR matrix (S, S), which must also have an indptr that starts
+    at 0 and never decreases within the stored entries (status 4) and columns in [0, S) (5)."""
+    if len(indptr) != S + 1:
+        return 4, -1, -1, float(len(indptr))
+    if indptr[0] != 0:
+        return 4, 0, -1, float(indptr[0])
+    stored = min(len(indices), len(data))
+    for s in range(S):
+        lo, hi = int(indptr[s]), int(indptr[s + 1])
+        if lo > hi or hi > stored:
+            return 4, s, -1, float(hi)
+        for k in range(lo, hi):
+            if not 0 <= indices[k] < S:
+                return 5, s, -1, float(indices[k])
+        verdict = _describe_row(data[lo:hi], indices[lo:hi], s, tol)
+        if verdict[0]:
+            return verdict
+    return 0, -1, -1, 0.0

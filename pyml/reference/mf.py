@@ -109,6 +109,23 @@ def als_loss(indptr, indices, data, X, Y, reg, alpha, implicit):
     return loss
 
 
+def als_loss_terms(indptr, indices, data, X, Y, alpha, implicit):
+    """The stored-entry part of :func:`als_loss` with the unobserved cells folded out:
+    sum_Omega c (p - s)^2 - s^2 (implicit; the rest is sum_u x_u^T Y^T Y x_u) or
+    sum_Omega (r - s)^2 (explicit), s = x_u.y_i."""
+    total = 0.0
+    for u in range(X.shape[0]):
+        for k in range(indptr[u], indptr[u + 1]):
+            i, r = indices[k], float(data[k])
+            s = float(sum(X[u, a] * Y[i, a] for a in range(X.shape[1])))
+            if implicit:
+                c, p = 1.0 + alpha * r, 1.0 if r > 0 else 0.0
+                total += c * (p - s) ** 2 - s * s
+            else:
+                total += (r - s) ** 2
+    return total
+
+
 def mf_sgd_epoch(rows, cols, vals, order, U, V, lr, reg, deterministic):
     """One SGD epoch over the observed entries in ``order`` (in place on U, V).
 
@@ -125,3 +142,86 @@ def mf_sgd_epoch(rows, cols, vals, order, U, V, lr, reg, deterministic):
             U[i, a] = u_a + lr * (e * v_a - reg * u_a)
             V[j, a] = v_a + lr * (e * u_a - reg * v_a)
     return U, V
+
+
+# csr_check result codes (the compiled kernels return the same numbers)
+OK, INDPTR_START, INDPTR_DECREASES, INDPTR_END, INDEX_RANGE, NOT_FINITE, NEGATIVE = range(7)
+
+
+def csr_check(indptr, indices, data, n_cols, nonneg):
+    """Validate a CSR matrix in one read: returns ``(code, position, canonical, max_abs)``.
+
+    A CSR matrix is valid when indptr starts at 0 and never decreases, every column index is in
+    [0, n_cols) and every value is finite (and >= 0 when ``nonneg``); it is canonical when the
+    indices of every row strictly increase (sorted, no duplicate entries)."""
+    n = len(indptr) - 1
+    stored = min(len(indices), len(data))
+    canonical, max_abs = True, 0.0
+    if n < 0 or indptr[0] != 0:
+        return INDPTR_START, 0, canonical, max_abs
+    for u in range(n):
+        start, end = int(indptr[u]), int(indptr[u + 1])
+        if end < start:
+            return INDPTR_DECREASES, u, canonical, max_abs
+        if end > stored:
+            return INDPTR_END, u, canonical, max_abs
+        prev = -1
+        for k in range(start, end):
+            j, v = int(indices[k]), float(data[k])
+            if not 0 <= j < n_cols:
+                return INDEX_RANGE, k, canonical, max_abs
+            if not np.isfinite(v):
+                return NOT_FINITE, k, canonical, max_abs
+            if nonneg and v < 0:
+                return NEGATIVE, k, canonical, max_abs
+            canonical = canonical and j > prev
+            prev = j
+            max_abs = max(max_abs, abs(v))
+    return OK, 0, canonical, max_abs
+
+
+def csr_transpose(indptr, indices, data, n_cols):
+    """(indptr, indices, data) of the transpose: entry (u, j, v) becomes (j, u, v), rows sorted."""
+    rows = [[] for _ in range(n_cols)]
+    for u in range(len(indptr) - 1):
+        for k in range(int(indptr[u]), int(indptr[u + 1])):
+            rows[int(indices[k])].append((u, data[k]))
+    tptr = np.zeros(n_cols + 1, dtype=np.int64)
+    tidx, tval = [], []
+    for j in range(n_cols):
+        tptr[j + 1] = tptr[j] + len(rows[j])
+        for u, v in rows[j]:
+            tidx.append(u)
+            tval.append(v)
+    return tptr, np.array(tidx, dtype=np.int32), np.array(tval, dtype=np.asarray(data).dtype)
+
+
+def ranking_metrics(ids, users, test_indptr, test_indices, n_items):
+    """Sums over the test users of the top-K metrics of implicit.evaluation: hits,
+    sum min(K, |T_u|), AP@K, nDCG@K (gain 1/log2(rank + 1) over the ideal), limited AUC, and the
+    number of users with test items. ``ids[q]`` ranks items for user ``users[q]`` (-1: none)."""
+    K = ids.shape[1]
+    cg = [1.0 / np.log2(i + 2) for i in range(K)]
+    out = [0.0] * 6
+    for q, u in enumerate(users):
+        test = set(int(i) for i in test_indices[test_indptr[u]:test_indptr[u + 1]])
+        if not test:
+            continue
+        n_pos, n_neg = len(test), n_items - len(test)
+        idcg = sum(cg[:min(K, n_pos)])
+        hit = miss = ap = auc = 0.0
+        for i in range(K):
+            if int(ids[q, i]) in test:
+                out[0] += 1
+                hit += 1
+                ap += hit / (i + 1)
+                out[3] += cg[i] / idcg
+            else:
+                miss += 1
+                auc += hit
+        auc += (hit + n_pos) / 2.0 * (n_neg - miss)
+        out[1] += min(K, n_pos)
+        out[2] += ap / min(K, n_pos)
+        out[4] += auc / (n_pos * n_neg) if n_neg > 0 else 1.0
+        out[5] += 1
+    return np.array(out)

@@ -1,4 +1,4 @@
-"""CuPy driver of kernels/cuda/kmeans.cu: the cuda backend's ``kmeans_assign`` and ``kmeans_update``
+"""CuPy glue of kernels/cuda/kmeans.cu: the cuda backend's ``kmeans_assign`` and ``kmeans_update``
 with the same contract as the CPU kernels. CuPy in, CuPy out (NumPy in, NumPy out).
 
 Written and compiled (nvcc -ptx sm_80/sm_90) on a machine without a GPU; the GPU tests
@@ -8,44 +8,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import is_cupy
+from . import cupy, grid, kernel
 
 _THREADS = 128
 _TILE = 64  # KM_TILE in kmeans.cu
 
 
-def _cp():
-    import cupy
-
-    return cupy
-
-
-def _suffix(dtype) -> str:
-    return "f32" if np.dtype(dtype) == np.float32 else "f64"
+def _is_host(a) -> bool:
+    return isinstance(a, np.ndarray)
 
 
 def kmeans_assign(X, C):
     """(labels int32, squared distance) of every row of X to its nearest row of C."""
-    cp = _cp()
-    from .kernels.cuda import module
-
-    host = not is_cupy(X)
-    X, C = cp.ascontiguousarray(cp.asarray(X)), cp.ascontiguousarray(cp.asarray(C, dtype=X.dtype))
+    cp = cupy()
+    host = _is_host(X)
+    X = cp.ascontiguousarray(cp.asarray(X))
+    C = cp.ascontiguousarray(cp.asarray(C, dtype=X.dtype))
     n, d = X.shape
     k = C.shape[0]
     labels = cp.empty(n, cp.int32)
     dist = cp.empty(n, X.dtype)
-    kern = module("kmeans").get_function(f"kmeans_assign_{_suffix(X.dtype)}")
-    kern(((n + _THREADS - 1) // _THREADS,), (_THREADS,),
-         (X, C, np.int32(n), np.int32(k), np.int32(d), labels, dist),
-         shared_mem=_TILE * d * X.dtype.itemsize)
+    kern = kernel("kmeans", "kmeans_assign", X.dtype)
+    smem = _TILE * d * X.dtype.itemsize
+    if smem > 48 * 1024:  # past the default per-block limit a launch must opt in (found by tests/cuda_cpu)
+        kern.max_dynamic_shared_size_bytes = smem
+    kern(grid(n, _THREADS), (_THREADS,), (X, C, np.int64(n), np.int64(k), np.int64(d), labels, dist),
+         shared_mem=smem)
     return (labels.get(), dist.get()) if host else (labels, dist)
 
 
 def relocate_empty(w, labels, dist, k: int):
     """pyml.reference.kmeans.relocate_empty on the device: the empty clusters (zero weight,
     ascending) take the positive-weight points in (distance desc, index asc) order."""
-    cp = _cp()
+    cp = cupy()
     W = cp.bincount(labels, weights=w, minlength=k)
     empty = cp.flatnonzero(W == 0)
     if empty.size == 0:  # the common case: one scalar read, no copy
@@ -60,11 +55,9 @@ def relocate_empty(w, labels, dist, k: int):
 
 def kmeans_update(X, w, labels, dist, C):
     """Weighted means of the clusters (float64 atomics), old centre where a cluster has no weight."""
-    cp = _cp()
-    from .kernels.cuda import module
-
-    host = not is_cupy(X)
-    X, C = cp.asarray(X), cp.asarray(C)
+    cp = cupy()
+    host = _is_host(X)
+    X, C = cp.ascontiguousarray(cp.asarray(X)), cp.asarray(C)
     w = cp.asarray(w, dtype=cp.float64)
     labels, dist = cp.asarray(labels, dtype=cp.int32), cp.asarray(dist)
     n, d = X.shape
@@ -72,9 +65,9 @@ def kmeans_update(X, w, labels, dist, C):
     lab = relocate_empty(w, labels, dist, k)
     S = cp.zeros((k, d), cp.float64)
     W = cp.zeros(k, cp.float64)
-    total = n * (d + 1)
-    kern = module("kmeans").get_function(f"kmeans_accumulate_{_suffix(X.dtype)}")
-    kern(((total + 255) // 256,), (256,), (X, w, lab, np.int32(n), np.int32(d), S, W))
+    threads = 256
+    kernel("kmeans", "weighted_sums", X.dtype)(
+        grid(n * (d + 1), threads), (threads,), (X, w, lab, np.int64(n), np.int64(d), S, W))
     safe = cp.where(W > 0, W, 1.0)
     mu = cp.where((W > 0)[:, None], S / safe[:, None], C).astype(X.dtype)
     return mu.get() if host else mu

@@ -1,0 +1,2 @@
+// Stand-in for CUDA's <cuda_bf16.h>: the emulator (cuda_cpu.hpp, force-included) defines what kernels use.
+#pragma once

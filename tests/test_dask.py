@@ -1,0 +1,270 @@
+"""pyml.dask on a LocalCluster (processes, 2 workers, 1 and 2 threads each): equivalence with
+the single-machine estimators on awkward chunkings, a worker killed mid-fit, data larger
+than a worker's memory, and bad input."""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+import pyml
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+import pyml.dask as pdask  # noqa: E402
+
+
+def _cluster(threads: int, **kw):
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=threads, processes=True,
+                                    dashboard_address=None, silence_logs=40, **kw)
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1thread", "2threads"])
+def client(request):
+    with _cluster(request.param) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def _blobs(n=600, d=3, k=4, seed=0, dtype=np.float64):
+    X, _, _ = pyml.datasets.make_blobs(n, d, centers=k, dtype=dtype, seed=seed)
+    return X
+
+
+CHUNKINGS = {
+    "one-row-chunk": lambda n: (1, n - 1),
+    "unequal": lambda n: (7, n // 2, n - 7 - n // 2),
+    "many": lambda n: (n // 9,) * 8 + (n - 8 * (n // 9),),
+}
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+def test_kmeans_equals_single_machine(client, chunking):
+    X = _blobs()
+    C0 = X[[0, 100, 200, 300]].copy()
+    Xd = da.from_array(X, chunks=(CHUNKINGS[chunking](len(X)), X.shape[1]))
+    ours = pdask.KMeans(4, init=C0, max_iter=50).fit(Xd)
+    local = pyml.KMeans(4, init=C0, n_init=1, max_iter=50).fit(X)
+    np.testing.assert_allclose(ours.cluster_centers_, local.cluster_centers_, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(ours.labels_.compute(), local.labels_)
+    assert ours.inertia_ == pytest.approx(local.inertia_, rel=1e-12)
+    np.testing.assert_array_equal(ours.predict(Xd).compute(), local.predict(X))
+
+
+def test_kmeans_k_larger_than_a_chunk(client):
+    X = _blobs(n=90, k=12, seed=3)
+    Xd = da.from_array(X, chunks=10)  # 9 chunks of 10 rows, k = 12
+    C0 = X[:12].copy()
+    ours = pdask.KMeans(12, init=C0).fit(Xd)
+    local = pyml.KMeans(12, init=C0, n_init=1).fit(X)
+    np.testing.assert_allclose(ours.cluster_centers_, local.cluster_centers_, atol=1e-12)
+    np.testing.assert_array_equal(ours.labels_.compute(), local.labels_)
+
+
+def test_kmeans_empty_cluster_relocated_like_single_machine(client):
+    X = _blobs(n=300, k=3, seed=1)
+    C0 = np.vstack([X[:2], np.full((1, X.shape[1]), 1e3)])  # third centre far from all data
+    Xd = da.from_array(X, chunks=70)
+    ours = pdask.KMeans(3, init=C0).fit(Xd)
+    local = pyml.KMeans(3, init=C0, n_init=1).fit(X)
+    np.testing.assert_allclose(ours.cluster_centers_, local.cluster_centers_, atol=1e-12)
+    np.testing.assert_array_equal(ours.labels_.compute(), local.labels_)
+
+
+@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
+def test_kmeans_inits_find_the_blobs(client, init):
+    X = _blobs(n=800, k=4, seed=5)
+    Xd = da.from_array(X, chunks=150)
+    ours = pdask.KMeans(4, init=init, random_state=0).fit(Xd)
+    best = min(pyml.KMeans(4, random_state=s).fit(X).inertia_ for s in range(5))
+    if init == "k-means||":  # the oversampled seeding finds the blobs from any seed
+        assert ours.inertia_ <= 1.05 * best
+    else:  # single-candidate seedings may stop in a local minimum, as on one machine
+        assert best <= ours.inertia_ < np.inf
+    again = pdask.KMeans(4, init=init, random_state=0).fit(Xd)  # seeded: reproducible
+    np.testing.assert_array_equal(again.cluster_centers_, ours.cluster_centers_)
+
+
+def test_kmeans_float32_and_transform(client):
+    X = _blobs(dtype=np.float32)
+    Xd = da.from_array(X, chunks=100)
+    m = pdask.KMeans(4, random_state=0).fit(Xd)
+    assert m.cluster_centers_.dtype == np.float32
+    T = m.transform(Xd).compute()
+    assert T.shape == (len(X), 4)
+    np.testing.assert_array_equal(T.argmin(axis=1), m.labels_.compute())
+
+
+def _kill(client, worker):
+    try:
+        client.run(os._exit, 1, workers=[worker])
+    except Exception:  # the worker dies before it can answer: that is the point
+        pass
+
+
+def test_kmeans_survives_a_worker_killed_mid_fit(client, monkeypatch):
+    import pyml.dask.kmeans as mod
+
+    X = _blobs(n=2000, k=4, seed=7)
+    C0 = X[[0, 1, 2, 3]].copy()
+    Xd = da.from_array(X, chunks=200)
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    killed = []
+
+    class KillingBar:
+        def update(self, n=1):
+            if not killed:  # after the first iteration: one worker dies, the fit goes on
+                killed.append(victim)
+                threading.Thread(target=_kill, args=(client, victim), daemon=True).start()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(mod, "progress", lambda *a, **k: KillingBar())
+    ours = pdask.KMeans(4, init=C0, tol=0, max_iter=6).fit(Xd)
+    local = pyml.KMeans(4, init=C0, n_init=1, tol=0, max_iter=6).fit(X)
+    assert killed
+    np.testing.assert_allclose(ours.cluster_centers_, local.cluster_centers_, atol=1e-12)
+    np.testing.assert_array_equal(ours.labels_.compute(), local.labels_)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_kmeans_threads_at_once(client):
+    # several fits submitted concurrently from client threads, each worker running 1-2
+    # pyml kernels at once: same answers as one at a time
+    X = _blobs(n=1200, k=4, seed=11)
+    Xd = da.from_array(X, chunks=100)
+    C0 = X[:4].copy()
+    want = pdask.KMeans(4, init=C0).fit(Xd).cluster_centers_
+    out, errors = [], []
+
+    def fit():
+        try:
+            out.append(pdask.KMeans(4, init=C0).fit(Xd).cluster_centers_)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fit) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got in out:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_kmeans_bad_input(client):
+    X = _blobs()
+    Xd = da.from_array(X, chunks=100)
+    with pytest.raises(ValueError, match="unknown chunk sizes"):
+        pdask.KMeans(3).fit(Xd[Xd[:, 0] > -1e9])
+    bad = X.copy()
+    bad[250, 1] = np.nan
+    with pytest.raises(ValueError, match="chunk 2 .*row 50.*column 1"):
+        pdask.KMeans(3, init=X[:3]).fit(da.from_array(bad, chunks=100))
+    with pytest.raises(ValueError, match="n_clusters"):
+        pdask.KMeans(0).fit(Xd)
+    with pytest.raises(ValueError, match="n_samples"):
+        pdask.KMeans(1000).fit(Xd)
+    with pytest.raises(ValueError, match="init"):
+        pdask.KMeans(3, init="bogus").fit(Xd)
+    with pytest.raises(ValueError, match="shape"):
+        pdask.KMeans(3, init=X[:2]).fit(Xd)
+    with pytest.raises(ValueError, match="2-D"):
+        pdask.KMeans(3).fit(da.ones(10, chunks=5))
+    with pytest.raises(TypeError, match="real numbers"):
+        pdask.KMeans(3).fit(da.from_array(np.array([["a", "b"]] * 5)))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        pdask.KMeans(3).predict(Xd)
+
+
+@pytest.mark.slow
+def test_kmeans_data_larger_than_worker_memory():
+    # 2 workers with 500 MB each; X is 1.0 GB, generated lazily per chunk and never whole
+    # on a worker or on the client
+    with _cluster(1, memory_limit="500MB") as cluster, distributed.Client(cluster):
+        n, d = 4_000_000, 32
+        X = da.random.RandomState(0).standard_normal((n, d), chunks=(100_000, d))
+        assert X.nbytes > 2 * 500e6
+        C0 = np.asarray(X[:8].compute())
+        m = pdask.KMeans(8, init=C0, max_iter=2, tol=0).fit(X)
+        assert m.cluster_centers_.shape == (8, d)
+        assert np.isfinite(m.inertia_) and m.n_iter_ == 2
+
+
+# ----------------------------------------------------------------------------- ALS
+def _ratings(users=120, items=80, nnz=1500, seed=0):
+    R, _ = pyml.datasets.synthetic_ratings(users, items, nnz, implicit=True, seed=seed)
+    return R
+
+
+ALS_KW = dict(factors=6, regularization=0.05, alpha=2.0, iterations=3, cg_steps=3,
+              random_state=0)
+
+
+@pytest.mark.parametrize("n_blocks", [1, 3, 7])
+def test_als_sparse_equals_single_machine(client, n_blocks):
+    R = _ratings()
+    ours = pdask.ALS(implicit=True, n_blocks=n_blocks, compute_loss=True, **ALS_KW).fit(R)
+    local = pyml.ALS(implicit=True, compute_loss=True, show_progress=False, **ALS_KW).fit(R)
+    np.testing.assert_allclose(ours.user_factors, local.user_factors, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.item_factors, local.item_factors, rtol=1e-5, atol=1e-6)
+    assert ours.loss_[-1] == pytest.approx(local.loss_[-1], rel=1e-3)
+
+
+def test_als_dataframe_with_duplicates_and_explicit(client):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    R = _ratings(seed=2)
+    C = R.tocoo()
+    # the first 50 ratings again: duplicates are summed, as scipy.sparse does
+    frame = pd.DataFrame({"u": np.r_[C.row, C.row[:50]], "i": np.r_[C.col, C.col[:50]],
+                          "r": np.r_[C.data, C.data[:50]]})
+    df = dd.from_pandas(frame.sample(frac=1.0, random_state=0), npartitions=5)
+    R2 = (R + sparse.csr_matrix((C.data[:50], (C.row[:50], C.col[:50])), shape=R.shape)).tocsr()
+    for implicit in (True, False):
+        ours = pdask.ALS(implicit=implicit, n_blocks=3, user_col="u", item_col="i",
+                         rating_col="r", **ALS_KW).fit(df, shape=R.shape)
+        local = pyml.ALS(implicit=implicit, show_progress=False, **ALS_KW).fit(R2)
+        np.testing.assert_allclose(ours.user_factors, local.user_factors, rtol=1e-4, atol=1e-5)
+
+
+def test_als_survives_a_worker_killed(client):
+    R = _ratings(seed=4)
+    victim = sorted(client.scheduler_info()["workers"])[-1]
+    model = pdask.ALS(implicit=True, n_blocks=4, **ALS_KW)
+    model.iterations = 1
+    model.fit(R)  # blocks now live on both workers
+    _kill(client, victim)
+    model.iterations = ALS_KW["iterations"]
+    ours = model.fit(R)
+    local = pyml.ALS(implicit=True, show_progress=False, **ALS_KW).fit(R)
+    np.testing.assert_allclose(ours.user_factors, local.user_factors, rtol=1e-5, atol=1e-6)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_als_bad_input(client):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    frame = pd.DataFrame({"user": [0, 1, 2], "item": [0, 5, 1], "rating": [1.0, 2.0, 3.0]})
+    df = dd.from_pandas(frame, npartitions=2)
+    with pytest.raises(ValueError, match="outside"):
+        pdask.ALS(n_blocks=2, **ALS_KW).fit(df, shape=(3, 4))
+    with pytest.raises(ValueError, match="no column"):
+        pdask.ALS(user_col="uid", **ALS_KW).fit(df)
+    with pytest.raises(TypeError, match="integer ids"):
+        pdask.ALS(**ALS_KW).fit(df.assign(user=df["user"].astype(float)))
+    with pytest.raises(ValueError, match="empty"):
+        pdask.ALS(**ALS_KW).fit(dd.from_pandas(frame.iloc[:0], npartitions=1))
+    with pytest.raises(ValueError, match="NaN"):
+        bad = dd.from_pandas(frame.assign(rating=[1.0, np.nan, 3.0]), npartitions=2)
+        pdask.ALS(n_blocks=2, **ALS_KW).fit(bad, shape=(3, 6))
+    with pytest.raises(TypeError, match="dask.dataframe"):
+        pdask.ALS(**ALS_KW).fit(np.ones((3, 3)))
+    with pytest.raises(ValueError, match="factors"):
+        pdask.ALS(factors=0).fit(_ratings())
