@@ -171,12 +171,28 @@ def test_each_variant_binary_uses_only_its_instruction_set(kind):
     assert "%zmm" in _disassembly(kmeans["avx512"])
 
 
-def test_nothing_is_built_for_the_build_machine():
+def _build_helper():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("_targets", ROOT / "csrc" / "_targets.py")
     targets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(targets)
+    return targets
+
+
+@pytest.mark.skipif(not X86, reason="the three variants exist on x86-64")
+def test_pyml_targets_selects_variants_for_a_quicker_build(monkeypatch):
+    targets = _build_helper()
+    monkeypatch.setenv("PYML_TARGETS", "avx512, baseline")
+    assert list(targets.targets()) == ["baseline", "avx512"]
+    for bad in ("avx2", "baseline,sse9"):  # the baseline is always needed; no unknown names
+        monkeypatch.setenv("PYML_TARGETS", bad)
+        with pytest.raises(ValueError, match="PYML_TARGETS must list 'baseline'"):
+            targets.targets()
+
+
+def test_nothing_is_built_for_the_build_machine():
+    targets = _build_helper()
     flags = [f for fl in targets.targets().values() for f in fl] + targets.COMMON + targets.X86_PROBE
     assert not [f for f in flags if "native" in f or f.startswith("-mtune=")], flags
     assert set(targets.targets()) == (set(_cpu.VARIANTS) if X86 else {"baseline"})
