@@ -20,9 +20,10 @@ from pathlib import Path
 
 # The x86-64 micro-architecture levels of the psABI (x86-64-v2: SSE4.2/POPCNT; v3: AVX2, FMA,
 # BMI1/2, F16C, LZCNT, MOVBE; v4: AVX-512F/BW/CD/DQ/VL). pyml._cpu checks the same levels
-# with __builtin_cpu_supports, so a variant is only loaded where every instruction it may
-# contain exists. -mtune stays generic: measured no slower than -mtune=znver3 on the Zen 4
-# development machine (see the issue notes), and it does not favour one vendor.
+# with CPUID + XCR0 (csrc/_info.cpp), so a variant is only loaded where every instruction it
+# may contain exists. -mtune stays generic: side by side in one process, the x86-64-v4 build
+# showed no consistent difference from -march=native (Zen 4, GCC 12: znver3 tuning plus
+# VNNI/BF16/VBMI) on the default `pyml bench` rows, and generic does not favour one vendor.
 X86_TARGETS = {
     "baseline": ["-march=x86-64-v2"],
     "avx2": ["-march=x86-64-v3"],
