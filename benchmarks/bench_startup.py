@@ -41,7 +41,7 @@ CALLS = [
     ("mdp", "value_iteration", "pyml.value_iteration(P, Rw, 0.9, backend={b!r})"),
     ("mdp", "q_learning", "pyml.q_learning(env, episodes=5, backend={b!r})"),
 ]
-CYTHON_LOOPS = {"kmeans", "mf"}  # the loops with a Cython kernel
+CYTHON_CALLS = {"kmeans_assign", "KMeans.fit", "ALS.fit"}  # the calls with a Cython kernel
 
 _PROGRAM = """
 import time
@@ -114,7 +114,7 @@ def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
     for loop, name, call in calls:
         runners = [Runner(f"pyml[{b}]", "pyml", None,
                           timings=lambda r, lp=loop, c=call, b=b: first_call_seconds(lp, c, b, r))
-                   for b in bs if b != "cython" or loop in CYTHON_LOOPS]
+                   for b in bs if b != "cython" or name in CYTHON_CALLS]
         cases.append(Case(f"startup: first - warm call (target <= {FIRST_CALL_TARGET * 1e3:.0f} ms)",
                           f"{name}, after warmup", runners))
     return cases

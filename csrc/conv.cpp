@@ -33,10 +33,13 @@ using conv_unroll::col2im_plane;
 using conv_unroll::im2col_plane;
 using conv_unroll::valid_range;
 
-// Small problems (LeNet on 8x8 digits) run on one thread: on a loaded 2-core machine a
-// parallel region's barrier waits for a descheduled peer and costs 10x the work (measured:
-// LeNet example 42 s with 2 threads vs 2.5 s with 1 while 3 other jobs ran).
-inline bool parallel_worth(long multiply_adds) { return multiply_adds > (1L << 21); }
+// Small problems run on one thread: on a loaded 2-core machine a parallel region's barrier
+// waits for a descheduled peer and costs 10-200x the work (measured: LeNet example 42 s with 2
+// threads vs 2.5 s with 1 while 3 other jobs ran; the LeNet 5x5 forward of `pyml bench conv`,
+// 5.5 M multiply-adds, 25 ms with 2 threads vs 0.11 ms with 1 at load average 12). The grain,
+// 2^23 multiply-adds, is ~150 us of one core's work: below it a second thread saves at most
+// tens of microseconds on a quiet machine and risks milliseconds on a busy one.
+inline bool parallel_worth(long multiply_adds) { return multiply_adds > (1L << 23); }
 
 void need(bool ok, const char *what) {
     if (!ok) throw std::invalid_argument(what);

@@ -17,6 +17,7 @@
 
 #include "kmeans_fused.hpp"
 #include "kmeans_seed.hpp"
+#include "kmeans_update.hpp"
 
 namespace py = pybind11;
 template <typename T>
@@ -201,33 +202,6 @@ py::tuple kmedians_assign(Arr<T> Xa, Arr<T> Ca) {
     return py::make_tuple(labels_a, dist_a);
 }
 
-// Same rule as pyml.reference.kmeans.relocate_empty; serial because it is O(n) per empty cluster.
-template <typename T>
-void relocate_empty(const double* w, const int32_t* labels, const T* dist, int64_t n, int64_t k,
-                    std::vector<int32_t>& lab) {
-    std::vector<double> W(k, 0.0);
-    for (int64_t j = 0; j < n; ++j) W[labels[j]] += w[j];
-    lab.assign(labels, labels + n);
-    double prev_d = std::numeric_limits<double>::infinity();
-    int64_t prev_j = -1;
-    for (int64_t i = 0; i < k; ++i) {
-        if (W[i] != 0.0) continue;
-        double best_d = -std::numeric_limits<double>::infinity();
-        int64_t best_j = -1;
-        for (int64_t j = 0; j < n; ++j) {
-            const double dj = (double)dist[j];
-            if (w[j] > 0.0 && (dj < prev_d || (dj == prev_d && j > prev_j)) && dj > best_d) {
-                best_d = dj;
-                best_j = j;
-            }
-        }
-        if (best_j < 0) break;
-        lab[best_j] = (int32_t)i;
-        prev_d = best_d;
-        prev_j = best_j;
-    }
-}
-
 void check_update(const py::buffer_info& X, const py::buffer_info& w, const py::buffer_info& l,
                   const py::buffer_info& dist, const py::buffer_info& C, bool labels_too = true) {
     check_2d(X, C);
@@ -237,33 +211,6 @@ void check_update(const py::buffer_info& X, const py::buffer_info& w, const py::
     const int32_t* lab = static_cast<const int32_t*>(l.ptr);
     for (py::ssize_t j = 0; labels_too && j < n; ++j)
         if (lab[j] < 0 || lab[j] >= C.shape[0]) throw std::invalid_argument("kmeans update: label out of range");
-}
-
-// Per-thread weighted sums (k x d) and weights (k) of the points by label, all in one pass
-// (labels are range-checked on the way: false if one is out of range, nothing written for it).
-template <typename T>
-bool weighted_sums(const T* x, const double* wp, const int32_t* lab, int64_t n, int64_t k, int64_t d,
-                   std::vector<double>& part, int nt) {
-    const size_t stride = (size_t)k * (d + 1);  // per thread: k sums of d, then k weights
-    part.assign((size_t)nt * stride, 0.0);
-    bool ok = true;
-#pragma omp parallel num_threads(nt) reduction(&& : ok)
-    {
-        double* S = part.data() + (size_t)omp_get_thread_num() * stride;
-        double* W = S + (size_t)k * d;
-#pragma omp for schedule(static)  // static: the same partial sums, so the same bits, every run
-        for (int64_t j = 0; j < n; ++j) {
-            const int32_t i = lab[j];
-            if (i < 0 || i >= k) { ok = false; continue; }
-            const double wj = wp[j];
-            const T* xj = x + j * d;
-            double* Si = S + (size_t)i * d;
-            W[i] += wj;
-#pragma omp simd
-            for (int64_t t = 0; t < d; ++t) Si[t] += wj * (double)xj[t];
-        }
-    }
-    return ok;
 }
 
 template <typename T>
@@ -283,7 +230,7 @@ Arr<T> kmeans_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Arr<
         const int nt = omp_get_max_threads();
         const size_t stride = (size_t)k * (d + 1);
         std::vector<double> part;
-        ok = weighted_sums(x, wp, lab0, n, k, d, part, nt);
+        ok = kmupdate::weighted_sums(x, wp, lab0, n, k, d, part, nt);
         bool empty = false;
         for (int i = 0; ok && i < k && !empty; ++i) {
             double tw = 0;
@@ -292,8 +239,8 @@ Arr<T> kmeans_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Arr<
         }
         if (empty) {  // rare: refill the empty clusters, then sum again with the new labels
             std::vector<int32_t> lab;
-            relocate_empty<T>(wp, lab0, static_cast<const T*>(dd.ptr), n, k, lab);
-            weighted_sums(x, wp, lab.data(), n, k, d, part, nt);
+            kmupdate::relocate_empty<T>(wp, lab0, static_cast<const T*>(dd.ptr), n, k, lab);
+            kmupdate::weighted_sums(x, wp, lab.data(), n, k, d, part, nt);
         }
         if (ok) {  // O(nt k d): serial, one parallel region (and its wake-up) less per update
             for (int64_t i = 0; i < k; ++i) {
@@ -328,44 +275,9 @@ Arr<T> kmedians_update(Arr<T> Xa, Arr<double> wa, Arr<int32_t> la, Arr<T> da, Ar
     {
         py::gil_scoped_release release;
         std::vector<int32_t> lab;
-        relocate_empty<T>(wp, static_cast<const int32_t*>(l.ptr), static_cast<const T*>(dd.ptr), n, k, lab);
-        // members of each cluster, contiguous and in index order (counting sort)
-        std::vector<int64_t> start(k + 1, 0), members(n);
-        for (int64_t j = 0; j < n; ++j) ++start[lab[j] + 1];
-        for (int64_t i = 0; i < k; ++i) start[i + 1] += start[i];
-        std::vector<int64_t> fill(start.begin(), start.end() - 1);
-        for (int64_t j = 0; j < n; ++j) members[fill[lab[j]]++] = j;
-        int64_t maxcnt = 0;
-        for (int64_t i = 0; i < k; ++i) maxcnt = std::max(maxcnt, start[i + 1] - start[i]);
+        kmupdate::relocate_empty<T>(wp, static_cast<const int32_t*>(l.ptr), static_cast<const T*>(dd.ptr), n, k, lab);
         std::copy(c, c + (size_t)k * d, m);
-#pragma omp parallel
-        {
-            std::vector<std::pair<T, double>> vw((size_t)maxcnt);  // per thread, sized once
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t i = 0; i < k; ++i) {
-                const int64_t s0 = start[i], cnt = start[i + 1] - s0;
-                double half = 0;
-                for (int64_t q = 0; q < cnt; ++q) half += wp[members[s0 + q]];
-                if (cnt == 0 || !(half > 0.0)) continue;
-                half *= 0.5;
-                for (int64_t t = 0; t < d; ++t) {
-                    for (int64_t q = 0; q < cnt; ++q) {
-                        const int64_t j = members[s0 + q];
-                        vw[q] = {x[j * d + t], wp[j]};
-                    }
-                    // stable: equal values keep index order, as the reference's sorted()
-                    std::stable_sort(vw.begin(), vw.begin() + cnt,
-                                     [](const auto& a, const auto& b) { return a.first < b.first; });
-                    double acc = 0;
-                    T med = vw[cnt - 1].first;
-                    for (int64_t q = 0; q < cnt; ++q) {
-                        acc += vw[q].second;
-                        if (acc >= half) { med = vw[q].first; break; }
-                    }
-                    m[(size_t)i * d + t] = med;
-                }
-            }
-        }
+        kmupdate::medians(x, wp, lab.data(), n, k, d, m);
     }
     return out_a;
 }
@@ -398,21 +310,10 @@ py::tuple kmeans_plusplus_step(Arr<T> Xa, Arr<double> wa, Arr<double> D2a, Arr<i
         const kmseed::Seed<T> seed{x, n, d};
         std::vector<double> pot(nc);
         const double* D2 = static_cast<const double*>(D.ptr);
-        // keeping every candidate's distances saves the second pass over X (transposes and all)
-        // when they fit in a modest buffer; else the best candidate's are recomputed
-        const bool keep = (size_t)nc * n * sizeof(T) <= ((size_t)256 << 20);
-        std::vector<T> dists(keep ? (size_t)nc * n : 0);
-        seed.potentials(static_cast<const double*>(w.ptr), D2, rows.data(), nc, pot.data(),
-                        keep ? dists.data() : nullptr);
+        seed.potentials(static_cast<const double*>(w.ptr), D2, rows.data(), nc, pot.data());
         for (int64_t q = 0; q < nc; ++q)
             if (pot[q] < best_pot) { best_pot = pot[q]; best = q; }
-        if (keep) {
-            const T* s = dists.data() + best * n;
-#pragma omp parallel for schedule(static)
-            for (int64_t j = 0; j < n; ++j) out[j] = std::min(D2[j], (double)s[j]);
-        } else {
-            seed.update(D2, rows.data() + best * d, out);
-        }
+        seed.update(D2, rows.data() + best * d, out);
     }
     return py::make_tuple(best, best_pot, out_a);
 }

@@ -1,9 +1,10 @@
 // Greedy k-means++ step (Arthur & Vassilvitskii 2007; the greedy variant of scikit-learn):
 // phi_q = sum_j w_j min(D2_j, ||x_j - x_cand_q||^2) per candidate q, and D2_new for the best q.
-// Fast: points in lanes. A tile of W points (one vector of lanes) is transposed into an L1
-// buffer once and every candidate then costs d subtract+FMA vector steps with no horizontal
-// reduction; distances come from differences (no ||x||^2 - 2 x.c cancellation) in T, the
-// min / weight / potential arithmetic in double vectors. Included by kmeans.cpp only.
+// Fast: candidates in lanes. The candidates are packed once into panels of W (one vector per
+// coordinate), so every point costs d subtract+FMA vector steps for up to W candidates at
+// once, reads its row in place and needs no horizontal reduction; distances come from
+// differences (no ||x||^2 - 2 x.c cancellation) in T, min / weight / potential in double
+// vectors. Included by kmeans.cpp only.
 #pragma once
 
 #include <omp.h>
@@ -25,94 +26,66 @@ template <> struct DoublesOf<double> { typedef double type __attribute__((vector
 template <typename T>
 struct Seed {
     using V = typename kmfused::VecOf<T>::type;
-    static constexpr int W = kmfused::VBYTES / (int)sizeof(T);
     using VD = typename DoublesOf<T>::type;
-    static constexpr int64_t TILE = W;   // points per tile
-    static constexpr int64_t BLOCK = 64 * W;  // points per partial sum (fixed: same bits for any threads)
+    static constexpr int W = kmfused::VBYTES / (int)sizeof(T);  // candidates per panel (lanes)
+    static constexpr int R = 4;             // rows per micro-step
+    static constexpr int64_t BLOCK = 1024;  // points per partial sum (fixed: same bits for any threads)
 
     const T* x;
     int64_t n, d;
 
-    // xt[t] = the tile's coordinate t for its W points (the last point repeated past n)
-    void transpose(int64_t j0, V* xt) const {
-        const int rows = (int)std::min<int64_t>(TILE, n - j0);
-        T* out = reinterpret_cast<T*>(xt);  // xt as a (d x W) matrix of T
-        for (int l = 0; l < W; ++l) {  // row by row: contiguous reads
-            const T* xr = x + (j0 + std::min(l, rows - 1)) * d;
-            for (int64_t t = 0; t < d; ++t) out[t * W + l] = xr[t];
-        }
-    }
-
-    // squared distances of the tile's W points to centre c (d values)
-    V dist(const V* xt, const T* c) const {
-        V acc = V{};
-        for (int64_t t = 0; t < d; ++t) {
-            const V df = xt[t] - c[t];
-            acc += df * df;
-        }
-        return acc;
-    }
-
-    static VD load_d(const double* p, int rows) {
-        VD v = VD{};
-        for (int l = 0; l < rows; ++l) v[l] = p[l];
-        return v;
-    }
-
-    // potentials pot[q] of the candidates cand (nc rows of d values, contiguous); call without the GIL
-    // (and, when keep is not null, every candidate's distances: keep[q * n + j] = ||x_j - cand_q||^2)
-    void potentials(const double* w, const double* D2, const T* cand, int64_t nc, double* pot, T* keep) const {
-        const int64_t nb = (n + BLOCK - 1) / BLOCK;
-        std::vector<double> part((size_t)nb * nc, 0.0);
-#pragma omp parallel
-        {
-            std::vector<V> xt((size_t)d);
-            std::vector<VD> acc((size_t)nc);
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t b = 0; b < nb; ++b) {
-                std::fill(acc.begin(), acc.end(), VD{});
-                for (int64_t j0 = b * BLOCK; j0 < std::min(n, (b + 1) * BLOCK); j0 += TILE) {
-                    const int rows = (int)std::min<int64_t>(TILE, n - j0);
-                    transpose(j0, xt.data());
-                    const VD dv = load_d(D2 + j0, rows), wv = load_d(w + j0, rows);  // w = 0 past n
-                    for (int64_t q = 0; q < nc; ++q) {
-                        const V sv = dist(xt.data(), cand + q * d);
-                        if (keep)
-                            for (int l = 0; l < rows; ++l) keep[q * n + j0 + l] = sv[l];
-                        const VD s = __builtin_convertvector(sv, VD);
-                        const VD m = s < dv ? s : dv;
-                        acc[q] += wv > 0.0 ? wv * m : VD{};  // 0 * inf would be NaN
+    // potentials pot[q] of the nc candidates (rows of d values, contiguous); call without the GIL
+    void potentials(const double* w, const double* D2, const T* cand, int64_t nc, double* pot) const {
+        const int64_t np = (nc + W - 1) / W, nb = (n + BLOCK - 1) / BLOCK;
+        // panel p, coordinate t: the W candidates' values side by side (padding repeats the last)
+        std::vector<V> panel((size_t)np * d);
+        for (int64_t p = 0; p < np; ++p)
+            for (int l = 0; l < W; ++l) {
+                const int64_t q = std::min<int64_t>(p * W + l, nc - 1);
+                for (int64_t t = 0; t < d; ++t) panel[(size_t)p * d + t][l] = cand[q * d + t];
+            }
+        std::vector<VD> part((size_t)nb * np);
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t b = 0; b < nb; ++b) {
+            for (int64_t p = 0; p < np; ++p) {
+                const V* c = panel.data() + (size_t)p * d;
+                VD acc = VD{};
+                const int64_t j1 = std::min(n, (b + 1) * BLOCK);
+                for (int64_t j0 = b * BLOCK; j0 < j1; j0 += R) {
+                    // R rows at once: independent FMA chains (one row alone is latency-bound)
+                    const int rows = (int)std::min<int64_t>(R, j1 - j0);
+                    const T* xr[R];
+                    for (int r = 0; r < R; ++r) xr[r] = x + (j0 + std::min(r, rows - 1)) * d;
+                    V s[R] = {};
+                    for (int64_t t = 0; t < d; ++t) {
+                        const V ct = c[t];
+                        for (int r = 0; r < R; ++r) {
+                            const V df = xr[r][t] - ct;
+                            s[r] += df * df;
+                        }
+                    }
+                    for (int r = 0; r < rows; ++r) {
+                        const int64_t j = j0 + r;
+                        if (!(w[j] > 0.0)) continue;  // no weight: adds nothing (and 0 * inf is NaN)
+                        const VD sd = __builtin_convertvector(s[r], VD);
+                        const VD dj = VD{} + D2[j];
+                        acc += w[j] * (sd < dj ? sd : dj);
                     }
                 }
-                for (int64_t q = 0; q < nc; ++q) {
-                    double s = 0;
-                    for (int l = 0; l < W; ++l) s += acc[q][l];
-                    part[(size_t)b * nc + q] = s;
-                }
+                part[(size_t)b * np + p] = acc;
             }
         }
         for (int64_t q = 0; q < nc; ++q) {
-            double s = 0;
-            for (int64_t b = 0; b < nb; ++b) s += part[(size_t)b * nc + q];
-            pot[q] = s;
+            double sum = 0;
+            for (int64_t b = 0; b < nb; ++b) sum += part[(size_t)b * np + q / W][q % W];
+            pot[q] = sum;
         }
     }
 
-    // out = min(D2, ||x - c||^2); call without the GIL
+    // out = min(D2, ||x - c||^2), serial: one distance per point, memory-bound, cheaper than
+    // waking the thread team once more per step (which stalls when the cores are busy)
     void update(const double* D2, const T* c, double* out) const {
-        const int64_t ntiles = (n + TILE - 1) / TILE;
-#pragma omp parallel
-        {
-            std::vector<V> xt((size_t)d);
-#pragma omp for schedule(static)
-            for (int64_t tile = 0; tile < ntiles; ++tile) {
-                const int64_t j0 = tile * TILE;
-                const int rows = (int)std::min<int64_t>(TILE, n - j0);
-                transpose(j0, xt.data());
-                const V s = dist(xt.data(), c);
-                for (int l = 0; l < rows; ++l) out[j0 + l] = std::min(D2[j0 + l], (double)s[l]);
-            }
-        }
+        for (int64_t j = 0; j < n; ++j) out[j] = std::min(D2[j], (double)kmfused::sqdist(x + j * d, c, d));
     }
 };
 

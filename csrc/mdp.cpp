@@ -14,6 +14,7 @@
 #include <omp.h>
 #include <time.h>
 
+#include "mdp_block.hpp"
 #include "mdp_check.hpp"
 #include "mdp_td.hpp"
 #include "mdp_threads.hpp"
@@ -330,4 +331,5 @@ PYBIND11_MODULE(mdp, m) {
     m.def("check_csr", &mdp::check_csr<int64_t, float>);
     m.def("check_csr", &mdp::check_csr<int64_t, double>);
     m.def("td_control", &mdp::td_control);
+    m.def("bellman_backup_sparse", &mdp::bellman_backup_sparse);
 }

@@ -1,5 +1,6 @@
 # ALS half-step: per row solve (Y^T C_u Y + reg I) x_u = Y^T C_u p_u (Cholesky, or CG warm-started).
-# Fast: nogil prange over rows (dynamic schedule for power-law rows), per-thread scratch malloc'd once per parallel block.
+# Fast: nogil prange over rows (dynamic schedule for power-law rows), per-thread scratch malloc'd once per parallel block;
+# CG forms its first residual in one gather pass and the dense YtY products as contiguous axpys.
 # cython: language_level=3
 cimport cython
 from cython.parallel cimport parallel, prange
@@ -39,20 +40,50 @@ cdef void _cholesky_solve(floating* A, const floating* b, floating* x, Py_ssize_
         x[i] = s / A[i * f + i]
 
 
+cdef void _dense_part(const floating* YtY, floating reg, const floating* p, floating* out,
+                      floating sign, Py_ssize_t f) noexcept nogil:
+    # out = sign (YtY + reg I) p as axpys over rows of the symmetric YtY (contiguous, no reductions)
+    cdef Py_ssize_t a, d
+    cdef floating pd
+    cdef const floating* row
+    for a in range(f):
+        out[a] = sign * reg * p[a]
+    for d in range(f):
+        pd = sign * p[d]
+        row = YtY + d * f
+        for a in range(f):
+            out[a] = out[a] + pd * row[a]
+
+
 cdef void _implicit_matvec(const floating* YtY, const floating* Y, const int* idx,
                            const floating* val, Py_ssize_t start, Py_ssize_t end, floating reg,
                            floating alpha, const floating* p, floating* out, Py_ssize_t f) noexcept nogil:
     # out = (YtY + reg I) p + sum_k alpha r_k (y_k . p) y_k
-    cdef Py_ssize_t a, d, k
+    cdef Py_ssize_t d, k
     cdef floating s
     cdef const floating* y
-    for a in range(f):
-        out[a] = reg * p[a] + _dot(YtY + a * f, p, f)
+    _dense_part(YtY, reg, p, out, 1, f)
     for k in range(start, end):
         y = Y + <Py_ssize_t>idx[k] * f
         s = alpha * val[k] * _dot(y, p, f)
         for d in range(f):
             out[d] = out[d] + s * y[d]
+
+
+cdef void _implicit_residual(const floating* YtY, const floating* Y, const int* idx,
+                             const floating* val, Py_ssize_t start, Py_ssize_t end, floating reg,
+                             floating alpha, const floating* x, floating* r, Py_ssize_t f) noexcept nogil:
+    # r = b - A x in one gather of the row's y_k (b = sum_k c_k p_k y_k)
+    cdef Py_ssize_t d, k
+    cdef floating coef, v
+    cdef const floating* y
+    _dense_part(YtY, reg, x, r, -1, f)
+    for k in range(start, end):
+        y = Y + <Py_ssize_t>idx[k] * f
+        v = val[k]
+        coef = ((1 + alpha * v) if v > 0 else 0) - alpha * v * _dot(y, x, f)
+        for d in range(f):
+            r[d] = r[d] + coef * y[d]
 
 
 @cython.boundscheck(False)
@@ -98,20 +129,10 @@ def als_half_step(const long long[::1] indptr, const int[::1] indices, const flo
             start = indptr[u]
             end = indptr[u + 1]
             x = &X[u, 0]
-            memset(b, 0, sizeof(floating) * f)
-            for k in range(start, end):
-                y = Yp + <Py_ssize_t>idx[k] * f
-                if implicit:
-                    t = (1 + alpha * val[k]) if val[k] > 0 else 0
-                else:
-                    t = val[k]
-                for d in range(f):
-                    b[d] = b[d] + t * y[d]
             if implicit and not exact:
-                _implicit_matvec(YtYp, Yp, idx, val, start, end, reg, alpha, x, Ap, f)
+                _implicit_residual(YtYp, Yp, idx, val, start, end, reg, alpha, x, r, f)
                 rs_old = 0
                 for a in range(f):
-                    r[a] = b[a] - Ap[a]
                     p[a] = r[a]
                     rs_old = rs_old + r[a] * r[a]
                 for it in range(cg_steps):
@@ -129,6 +150,15 @@ def als_half_step(const long long[::1] indptr, const int[::1] indices, const flo
                         p[a] = r[a] + beta * p[a]
                     rs_old = rs_new
             else:
+                memset(b, 0, sizeof(floating) * f)
+                for k in range(start, end):
+                    y = Yp + <Py_ssize_t>idx[k] * f
+                    if implicit:
+                        t = (1 + alpha * val[k]) if val[k] > 0 else 0
+                    else:
+                        t = val[k]
+                    for d in range(f):
+                        b[d] = b[d] + t * y[d]
                 for a in range(f):
                     for d in range(a + 1):
                         A[a * f + d] = YtYp[a * f + d] if implicit else 0

@@ -19,7 +19,7 @@ import numpy as np
 
 from ._backend import is_cupy
 from ._mdp_driver import CHECK_CSR, CHECK_DENSE
-from ._validation import FLOAT_DTYPES, check_array
+from ._validation import check_array
 from .kernels.cuda import cupy
 
 INT32_MAX = np.iinfo(np.int32).max

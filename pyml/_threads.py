@@ -157,3 +157,18 @@ def _omp_info():
         return importlib.import_module("pyml._cpp._info")
     except ImportError:
         return None
+
+
+def numba_layer() -> str:
+    """The threading layer numba uses (or will pick) here, for ``pyml info``."""
+    if _numba_layer or _numba_layer_is_thread_safe():
+        return _numba_layer[0]
+    preload_tbb()
+    env = os.environ.get("NUMBA_THREADING_LAYER")
+    if env and env != "default":
+        return env
+    try:
+        importlib.import_module("numba.np.ufunc.tbbpool")
+        return "tbb"
+    except ImportError:
+        return "workqueue"

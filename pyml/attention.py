@@ -170,11 +170,12 @@ def attention(q, k, v, mask=None, causal: bool = False, scale: float | None = No
     >>> np.round(pyml.attention(x, x, x)[0, 0, 0], 5)
     array([0.80222, 0.59889])
     """
-    q, k, v, (qn, kn, _) = _check_qkv(q, k, v, check_finite)
+    q, k, v, (qn, kn, vn) = _check_qkv(q, k, v, check_finite)
     lay = drv.Layout(q.shape, k.shape, v.shape, bool(enable_gqa))
     mask, mmax = _check_mask(mask, lay.scores, q)
     scale, dropout_p, seed = _check_options(scale, lay.D, dropout_p, seed, need_seed=False)
     _check_bound(qn * kn * max(1.0, scale) + mmax, q.dtype, "the scores q k^T * scale")
+    _check_bound(vn / (1.0 - dropout_p), q.dtype, "the output (P v / (1 - dropout_p))")
     b = drv.FORWARD.resolve(backend, q, k, v)
     _check_backend(q.dtype, b)
     out, lse = drv.forward(*lay.inputs(q, k, v), mask, bool(causal), scale, dropout_p, seed, b)

@@ -12,6 +12,7 @@ import numpy as np
 from . import __version__, _cpu
 from ._backend import (BACKENDS, LOOPS, BackendUnavailableError, backends, get_num_threads,
                        set_num_threads)
+from ._threads import numba_layer
 from ._verify import loop_checks
 from .benchmarks import ALIASES, PEER_HINT, PEERS, SIZES, SUITES
 
@@ -36,6 +37,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     except ImportError:
         print("cpu SIMD: unknown (pyml._cpp not built)")
     report = backends()
+    if report["numba"] is None:
+        layer = numba_layer()
+        print(f"numba threading layer: {layer}" + (
+            " (safe from several threads)" if layer in ("tbb", "omp") else
+            " (not thread-safe: pyml serialises calls to numba kernels from several threads)"))
     print("backends:")
     for name, why in report.items():
         print(f"  {name:7s} {'available' if why is None else repr(why)}")
@@ -88,8 +94,10 @@ def cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         mod = importlib.import_module(f"pyml.benchmarks.bench_{SUITES[name]}")
         try:
             cases += mod.suite(size=args.size, backends=args.backends, peers=peers)
-        except ValueError as exc:  # e.g. a size this loop's suite does not provide
-            parser.error(f"{name}: {exc}")
+        except ValueError as exc:
+            if "size" not in str(exc):
+                raise
+            parser.error(f"{name}: {exc}")  # a size this loop's suite does not provide
     rows, roof = _harness.run(cases, repeat=args.repeat, progress=not args.quiet,
                               under_load=args.under_load)
     print(_harness.format_table(rows, roof))

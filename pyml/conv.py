@@ -49,7 +49,7 @@ def conv_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int], s
     O, _, KH, KW = (check_int(v, "weight_shape", min_value=1) for v in weight_shape)
     s, d = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
     p = _padding(padding, (KH, KW), d, s)[0]
-    return _output_shape(N, H, W, O, KH, KW, s, p, d)
+    return _output_shape(N, H, W, O, KH, KW, s, p, d, names=("input_shape", "weight_shape"))
 
 
 def _shape(v, name: str) -> tuple:
@@ -59,13 +59,15 @@ def _shape(v, name: str) -> tuple:
     return tuple(v)
 
 
-def _output_shape(N, H, W, O, KH, KW, s, p, d, itemsize=None):
+def _output_shape(N, H, W, O, KH, KW, s, p, d, itemsize=None, names=("x", "w")):
     """conv_output_shape on validated (stride, padding, dilation) pairs; with ``itemsize``, an
-    output larger than this machine's memory is refused before anything is allocated."""
+    output larger than this machine's memory is refused before anything is allocated.
+    ``names``: the caller's argument names of the input and the weight, for the errors."""
     OH, OW = drv.out_size(H, KH, s[0], p[0], d[0]), drv.out_size(W, KW, s[1], p[1], d[1])
     if OH < 1 or OW < 1:
-        raise ValueError(f"kernel {KH}x{KW} (dilation {d}) is larger than the padded input "
-                         f"{H + 2 * p[0]}x{W + 2 * p[1]} (padding {p})")
+        raise ValueError(f"the {KH}x{KW} kernel of {names[1]} (dilation {d}) is larger than "
+                         f"the padded input {H + 2 * p[0]}x{W + 2 * p[1]} of {names[0]} "
+                         f"(padding {p})")
     need = N * O * OH * OW * (itemsize or 0)
     if need > _memory_bytes():
         raise ValueError(f"the output ({N}, {O}, {OH}, {OW}) would need {need / 2**30:.3g} GiB, "

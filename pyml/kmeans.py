@@ -48,12 +48,15 @@ def _check_weights(sample_weight: Any, n: int) -> np.ndarray:
 
 
 def _check_finite_fast(X, name: str):
-    """Column means in float64 (one read pass, no temporary): NaN/inf propagate into them, so
-    only a non-finite mean needs the full check that locates the first bad value."""
+    """Column means (one read pass, no temporary): NaN/inf propagate into them, so only a
+    non-finite mean needs the full check that locates the first bad value. The means are
+    only a shift for the tolerance pass, so X's own precision is enough (float32 sums are
+    twice as fast as float64 ones here)."""
     xp = array_module(X)
-    mu = X.mean(axis=0, dtype=xp.float64)
+    mu = X.mean(axis=0)
     if not bool(xp.isfinite(mu).all()):
-        assert_finite(X, name)  # raises with the position; else the sum merely overflowed
+        assert_finite(X, name)  # raises with the position; else the float32 sum overflowed
+        mu = X.mean(axis=0, dtype=xp.float64)
     return mu
 
 

@@ -8,7 +8,7 @@ model (:mod:`pyml._mdp_model`: one compiled check pass, no copy of P) and the sh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import check_array, check_dtype_arg, check_int, check_random_state, check_scalar
-from .conv import _pair, conv2d, conv2d_backward
+from .conv import _memory_bytes, _pair, conv2d, conv2d_backward
 from .mha import multi_head_attention, multi_head_attention_backward
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
@@ -71,6 +71,11 @@ class Conv2d(Module):
                              f"out_channels={out_channels}")
         kh, kw = _pair(kernel_size, "kernel_size", 1)
         dtype = check_dtype_arg(dtype)
+        need = out_channels * in_channels // groups * kh * kw * dtype.itemsize
+        if need > _memory_bytes():
+            raise ValueError(f"kernel_size {(kh, kw)} with {in_channels} -> {out_channels} "
+                             f"channels needs a {need / 2**30:.3g} GiB weight, more than this "
+                             f"machine's memory")
         rng = check_random_state(random_state)
         fan_in = in_channels // groups * kh * kw
         self.weight = (rng.standard_normal((out_channels, in_channels // groups, kh, kw))

@@ -31,6 +31,7 @@ class Spec:
     # ``rederive(kwargs)``, since no function can tell a stale ``out`` from a fresh one.
     derived: tuple[str, ...] = ()
     rederive: Callable[[dict], dict] | None = None
+    backend_free: bool = False            # no backend= (shapes, environments, data, optimisers)
 
 
 def arrays_of(result: Any) -> list[np.ndarray]:
@@ -179,4 +180,58 @@ SPECS = [
          {"episodes": [-1], "epsilon": [2.0], "alpha": [float("inf")]}),
 ]
 
-BY_NAME = {s.name: s for s in SPECS}
+def _free(f):
+    return lambda backend=None, **kw: f(**kw)
+
+
+def _conv_layer(x, backend=None, **kw):
+    layer = pyml.nn.Conv2d(**{"in_channels": 3, "out_channels": 4, "kernel_size": 3,
+                              "random_state": 0, "dtype": np.float64, "backend": backend, **kw})
+    y = layer.forward(x)
+    return y, layer.backward(np.ones_like(y))
+
+
+def _mha_layer(x, backend=None, **kw):
+    layer = pyml.nn.MultiHeadAttention(**{"embed_dim": 8, "num_heads": 2, "random_state": 0,
+                                          "dtype": np.float64, "backend": backend, **kw})
+    y = layer.forward(x)
+    return y, layer.backward(np.ones_like(y))
+
+
+# Layers (their backend= reaches the kernels) and the backend-free public functions: the
+# hostile sweep calls these too (the backend-free ones once, on "python").
+LAYERS = [
+    Spec("nn.Conv2d", "conv", lambda r: dict(x=r.standard_normal((2, 3, 7, 7))), _conv_layer, ("x",),
+         {"in_channels": [0, -1], "out_channels": [0], "kernel_size": [0, 10**6], "stride": [0]}),
+    Spec("nn.MultiHeadAttention", "attention", lambda r: dict(x=r.standard_normal((2, 5, 8))),
+         _mha_layer, ("x",), {"num_heads": [0, 3], "embed_dim": [0]}),
+]
+FREE = [
+    Spec("sinusoidal_positional_encoding", "attention", lambda r: dict(n=8, d=6),
+         _free(pyml.sinusoidal_positional_encoding), (),
+         {"n": [0, -1, 2.5, None], "d": [0, -2, 7], "dtype": [np.int32, "bogus", None]}, backend_free=True),
+    Spec("conv_output_shape", "conv", lambda r: dict(input_shape=(2, 3, 7, 7), weight_shape=(4, 3, 3, 3)),
+         _free(pyml.conv_output_shape), (),
+         {"input_shape": [(2, 3, 3.7, 7), (2, 3, -7, 7), None, (2, 3)], "weight_shape": [(4, 3, 9, 9), None],
+          "stride": [0, -1], "padding": [-1], "dilation": [0]}, backend_free=True),
+    Spec("envs.maze", "mdp", lambda r: dict(n=5), _free(lambda **kw: pyml.envs.maze(**kw).next_state), (),
+         {"n": [0, -1, "a", 2.5], "slip": [-0.1, 2.0], "wall_fraction": [1.5]}, backend_free=True),
+    Spec("envs.GridWorld", "mdp", lambda r: dict(layout=["S..", "...", "..G"]),
+         _free(lambda **kw: pyml.envs.GridWorld(**kw).reward), (),
+         {"step_reward": ["a", float("nan")], "slip": [2.0], "layout": [[], ["..."], None, ["S.", "..G"]]},
+         backend_free=True),
+    Spec("datasets.make_blobs", "kmeans", lambda r: dict(n_samples=20, seed=0),
+         _free(pyml.datasets.make_blobs), (),
+         {"n_samples": [0, -1], "centers": [0], "cluster_std": [-1.0, float("nan")], "dtype": [np.int8]},
+         backend_free=True),
+    Spec("nn.softmax_cross_entropy", "conv",
+         lambda r: dict(logits=r.standard_normal((4, 3)), labels=np.array([0, 1, 2, 0])),
+         _free(pyml.nn.softmax_cross_entropy), ("logits", "labels"),
+         {"labels": [np.array([-1, 0, 1, 2]), np.array([0, 1, 2, 3]), np.array([0.5, 1, 2, 0])]},
+         backend_free=True),
+    Spec("nn.SGD", "conv", lambda r: dict(lr=0.01),
+         _free(lambda **kw: pyml.nn.SGD(pyml.nn.Linear(3, 2, random_state=0), **kw)), (),
+         {"lr": [float("nan"), -1.0, "a"], "momentum": [2.0, -0.5]}, backend_free=True),
+]
+
+BY_NAME = {s.name: s for s in SPECS + LAYERS + FREE}

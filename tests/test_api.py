@@ -234,11 +234,11 @@ def test_public_functions_exist_in_the_call_table():
     assert not missing, f"add these to tests/public_calls.py: {missing}"
 
 
-from public_calls import SPECS  # noqa: E402
+from public_calls import LAYERS, SPECS  # noqa: E402
 
 
 @pytest.mark.parametrize("how", ["config_context", "set_backend"])
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", SPECS + LAYERS, ids=lambda s: s.name)
 def test_config_context_and_set_backend_reach_every_public_function(resolved, spec, how):
     """The README's own example once ran cpp inside config_context(backend="python")."""
     kwargs = spec.build(np.random.default_rng(0))

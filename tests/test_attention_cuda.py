@@ -7,7 +7,9 @@ reference run in the kernel's dtype). For float16/bfloat16 the naive is a same-p
 implementation that rounds every tensor it stores (scores, P, out, dP, dS, gradients) to that
 dtype, and the float64 reference runs on the same rounded inputs.
 GPU tests carry the gpu mark and skip without cupy and a device; the dtype guard, the head-dim
-limit, the shared-memory table and the kernel entry points are checked on every machine.
+limit, the shared-memory table and the kernel entry points are checked on every machine, and
+grouped-query attention and dropout run through the real kernels on the CPU emulator
+(tests/cuda_cpu, marker cuda_cpu).
 """
 from __future__ import annotations
 
@@ -243,3 +245,35 @@ def test_driver_names_every_kernel_entry(tmp_path):
         for sfx in (*SUFFIX.values(), "bf16"):
             for dmax, _ in cu._BUCKETS:
                 assert f".entry {entry}_{sfx}_{dmax}(" in text, f"{entry}_{sfx}_{dmax}"
+
+
+# ------------------------------------------------------------------------------ CUDA kernels on the CPU
+@pytest.fixture
+def emulated_cuda():
+    """The real attention.cu run by tests/cuda_cpu (CUDA's execution model for g++, a stand-in CuPy)."""
+    cuda_cpu = pytest.importorskip("cuda_cpu")
+    if shutil.which("g++") is None:
+        pytest.skip("the CUDA-on-CPU emulator needs g++")
+    cuda_cpu.install()
+    cuda_cpu.set_schedule("cycle")
+    yield
+    cuda_cpu.uninstall()
+
+
+@pytest.mark.cuda_cpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gqa_dropout_and_torch_shapes_on_the_cuda_kernels(emulated_cuda, dtype, rng):
+    """Grouped-query attention (index arithmetic in attention.cu), seeded dropout (the CPU kernels'
+    mask, bit for bit, in the forward and both backward kernels) and torch's 3-d / broadcast shapes,
+    forward and backward, through the glue and the kernels against the float64 reference."""
+    from test_attention_sdpa import _compare
+
+    _compare("cuda", rng, (2, 3, 37, 16), (2, 3, 37, 16), (2, 3, 37, 8), dtype, causal=True,
+             dropout_p=0.3, seed=2**64 - 3)
+    _compare("cuda", rng, (2, 4, 20, 8), (2, 2, 33, 8), (2, 2, 33, 8), dtype, gqa=True, dropout_p=0.6, seed=11)
+    _compare("cuda", rng, (2, 6, 5, 8), (2, 2, 7, 8), (2, 2, 7, 3), dtype, gqa=True, causal=True)
+    _compare("cuda", rng, (4, 3, 8), (2, 4, 6, 8), (2, 4, 6, 8), dtype, causal=True)
+    q, k, v = (rng.standard_normal((1, 2, 40, 8)).astype(dtype) for _ in range(3))
+    on_gpu = pyml.attention(q, k, v, dropout_p=0.5, seed=99, backend="cuda")
+    on_cpu = pyml.attention(q, k, v, dropout_p=0.5, seed=99, backend="python")
+    np.testing.assert_array_equal(on_gpu == 0, on_cpu == 0)

@@ -191,6 +191,9 @@ def test_dropout_arguments(rng):
     for seed in (-1, 2**64, 1.5, "1"):
         with pytest.raises(TypeError, match="seed"):
             pyml.attention(q, q, q, dropout_p=0.5, seed=seed)
+    with pytest.raises(ValueError, match="output .* can overflow float32"):
+        q32 = q.astype(np.float32)
+        pyml.attention(q32, q32, (q * 1e37).astype(np.float32), dropout_p=1 - 1e-7, seed=1)
     out, lse = pyml.attention(q, q, q, return_lse=True, dropout_p=0.5)   # fresh entropy: fine
     with pytest.raises(ValueError, match="seed"):
         pyml.attention_backward(out, q, q, q, out, lse, dropout_p=0.5)

@@ -15,6 +15,8 @@ def test_info_lists_backends(capsys):
     for b in ("python", "numba", "cpp", "cython", "cuda"):
         assert b in out
     assert "threads:" in out and "gpu:" in out
+    if pyml.backends()["numba"] is None:
+        assert "numba threading layer: " in out
 
 
 def test_verify_reference_backend_passes(capsys):
@@ -95,11 +97,14 @@ def test_every_bench_suite_accepts_every_size_preset():
     for name, module in SUITES.items():
         mod = importlib.import_module(f"pyml.benchmarks.bench_{module}")
         for size in SIZES:
-            if name == "startup" or size == "large":
-                continue  # startup runs processes; large builds big arrays (checked by signature)
+            if name in ("startup", "dask") or size != "small":
+                continue  # processes / clusters / big arrays: the presets are checked below
             assert isinstance(mod.suite(size=size, backends=["python"], peers=[]), list), name
         with pytest.raises(ValueError, match="size must be one of"):
             mod.suite(size="huge", backends=["python"], peers=[])
+        presets = [v for k, v in vars(mod).items() if k.endswith("SIZES") and isinstance(v, dict)]
+        for p in presets:  # every preset table of the module offers the three sizes
+            assert {"default", "small", "large"} <= set(p), (name, sorted(p))
 
 
 def test_bench_startup_suite_runs_fresh_processes():

@@ -268,3 +268,59 @@ def test_als_bad_input(client):
         pdask.ALS(**ALS_KW).fit(np.ones((3, 3)))
     with pytest.raises(ValueError, match="factors"):
         pdask.ALS(factors=0).fit(_ratings())
+
+
+# ----------------------------------------------------------------------------- value iteration
+def _sparse_mdp(S=300, A=3, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    P = []
+    for _ in range(A):
+        cols = rng.integers(0, S, (S, k))
+        vals = rng.random((S, k))
+        vals /= vals.sum(axis=1, keepdims=True)
+        P.append(sparse.csr_matrix((vals.ravel(), (np.repeat(np.arange(S), k), cols.ravel())),
+                                   shape=(S, S)))
+    return P, rng.normal(size=(S, A))
+
+
+@pytest.mark.parametrize("backend", ["python", "numba", "cpp"])
+def test_value_iteration_equals_single_machine(client, backend):
+    if pyml.backends()[backend] is not None:
+        pytest.skip(f"{backend} unavailable")
+    P, R = _sparse_mdp(S=120 if backend == "python" else 300)
+    want = pyml.value_iteration(P, R, 0.9, epsilon=1e-8)
+    got = pdask.value_iteration(P, R, 0.9, epsilon=1e-8, n_blocks=5, backend=backend)
+    np.testing.assert_allclose(got.V, want.V, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got.policy, want.policy)
+    assert got.n_iter == want.n_iter
+
+
+def test_value_iteration_given_row_blocks(client):
+    P, R = _sparse_mdp(S=200, seed=1)
+    cuts = [0, 1, 90, 200]  # a block of one state, unequal blocks
+    blocks = [[Pa[lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])] for Pa in P]
+    want = pyml.value_iteration(P, R, 0.95, epsilon=1e-9)
+    got = pdask.value_iteration(blocks, R, 0.95, epsilon=1e-9)
+    np.testing.assert_allclose(got.V, want.V, rtol=0, atol=1e-12)
+
+
+def test_value_iteration_bad_input(client):
+    P, R = _sparse_mdp(S=50, seed=2)
+    bad = [Pa.copy() for Pa in P]
+    bad[1].data[3] += 0.5  # a row no longer sums to 1
+    with pytest.raises(ValueError, match=r"P\[1\] row \d+ sums to"):
+        pdask.value_iteration(bad, R, 0.9)
+    corrupt = [Pa.copy() for Pa in P]
+    corrupt[0].indices[5] = 10**6
+    # an index past S: refused as corrupt, or (SciPy drops it when slicing the row block)
+    # as the row that no longer sums to 1 -- a clear error either way, never a read past V
+    with pytest.raises(ValueError, match=r"corrupt CSR|outside|P\[0\] row \d+ sums to"):
+        pdask.value_iteration(corrupt, R, 0.9)
+    with pytest.raises(ValueError, match="R must have shape"):
+        pdask.value_iteration(P, R[:, :2], 0.9)
+    with pytest.raises(ValueError, match="gamma"):
+        pdask.value_iteration(P, R, 1.5)
+    with pytest.raises(TypeError, match="list"):
+        pdask.value_iteration(P[0], R, 0.9)
+    with pytest.raises(ValueError, match="same row blocks"):
+        pdask.value_iteration([[P[0][:10], P[0][10:]], [P[1]], [P[2]]], R, 0.9)

@@ -350,3 +350,21 @@ def test_read_only_input(rng):
     want = ref.kmeans_assign(X, C)[0]
     for b in AVAILABLE:
         np.testing.assert_array_equal(pyml.kmeans_assign(X, C, backend=b)[0], want, err_msg=b)
+
+
+def test_sizes_are_not_narrowed_to_32_bits():
+    # n, d and k travel as int64 / Py_ssize_t through every compiled kmeans kernel; only the
+    # BLAS calls take Fortran ints, behind an explicit check (issue: silent wrap above 2^31 - 1)
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("csrc/kmeans.cpp", "csrc/kmeans_fused.hpp", "csrc/kmeans_seed.hpp",
+                 "csrc/kmeans_update.hpp"):
+        src = (root / name).read_text()
+        assert "static_cast<int>" not in src, name
+        assert "int d," not in src and "int k," not in src and "int k_" not in src, name
+    pyx = (root / "csrc/kmeans.pyx").read_text()
+    assert "<int>X.shape" not in pyx and "<int>C.shape" not in pyx
+    assert "2147483647" in pyx  # the BLAS-int check
+    cu = (root / "kernels/cuda/kmeans.cu").read_text()
+    assert "int n, int k, int d" not in cu and "long long n" in cu

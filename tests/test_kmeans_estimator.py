@@ -233,3 +233,22 @@ def test_n_iter_counts_as_sklearn():
             ours = pyml.KMeans(4, init=init, tol=tol).fit(X)
             theirs = SKKMeans(4, init=init, n_init=1, tol=tol, algorithm="lloyd").fit(X)
             assert ours.n_iter_ == theirs.n_iter_, (tol, ours.n_iter_, theirs.n_iter_)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_setup_makes_no_full_copy(dtype):
+    # C-contiguous float input: validation, the tolerance pass, the seeding and the Lloyd loop
+    # allocate only O(n) vectors and O(k d) centres -- never a copy of X (documented: none)
+    import tracemalloc
+
+    X, _, _ = pyml.datasets.make_blobs(20_000, 32, 8, dtype=dtype, seed=0)
+    pyml.KMeans(8, random_state=0, max_iter=3).fit(X)  # warm: imports, caches, compilation
+    for call in (lambda: pyml.KMeans(8, random_state=0, max_iter=3).fit(X),
+                 lambda: pyml.kmeans_assign(X, X[:8])):
+        tracemalloc.start()
+        try:
+            call()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 0.5 * X.nbytes, (peak, X.nbytes)

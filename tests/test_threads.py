@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import pyml
-from public_calls import SPECS, arrays_of
+from public_calls import LAYERS, SPECS, arrays_of
 
 CPU = [b for b in ("python", "numba", "cpp", "cython") if pyml.backends()[b] is None]
 THREADS, CALLS_PER_THREAD = 4, 2
@@ -42,7 +42,7 @@ def _concurrently(fn, n=THREADS):
 
 
 @pytest.mark.parametrize("backend", CPU)
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", SPECS + LAYERS, ids=lambda s: s.name)
 def test_four_threads_equal_the_sequential_result(spec, backend):
     kwargs = spec.build(np.random.default_rng(0))
     try:

@@ -284,3 +284,26 @@ def td_control(next_state, cum_prob, reward, done, start, Q, episodes, alpha, ga
                 break
         returns[ep] = total
     return returns
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def bellman_backup_sparse(indptr, indices, data, R, gamma, V, V_out, policy, offset):
+    """pyml.reference.mdp.bellman_backup_sparse: one backup of a block of states (the Dask
+    value iteration's task), prange over the block's states."""
+    n, A = R.shape
+    deltas = np.zeros(n)
+    for s in prange(n):
+        best = -np.inf
+        arg = 0
+        for a in range(A):
+            total = 0.0
+            for k in range(indptr[a, s], indptr[a, s + 1]):
+                total += data[k] * V[indices[k]]
+            q = R[s, a] + gamma * total
+            if a == 0 or q > best:
+                best = q
+                arg = a
+        V_out[s] = best
+        policy[s] = arg
+        deltas[s] = abs(best - V[offset + s])
+    return deltas.max() if n > 0 else 0.0

@@ -90,7 +90,7 @@ class ALS:
     them as lists of dask futures/delayed blocks in ``user_blocks_``/``item_blocks_``).
     """
 
-    def __init__(self, factors: int = 64, regularization: float = 0.01, iterations: int = 15,
+    def __init__(self, factors: int = 100, regularization: float = 0.01, *, iterations: int = 15,
                  implicit: bool = True, alpha: float = 1.0, cg_steps: int = 3,
                  dtype: Any = np.float32, random_state: Any = None, backend: str | None = None,
                  n_blocks: int | None = None, user_col: str = "user", item_col: str = "item",

@@ -267,3 +267,26 @@ def check_csr(indptr, indices, data, S, tol):
         if verdict[0]:
             return verdict
     return 0, -1, -1, 0.0
+
+
+def bellman_backup_sparse(indptr, indices, data, R, gamma, V, V_out, policy, offset):
+    """One Bellman optimality backup (Sutton & Barto 2018, eq. 4.10) for a block of states:
+    V_out[s] = max_a [R(s, a) + gamma sum_s' P(s' | s, a) V(s')] for the block's rows s, the
+    block's state offset + s being the global state; P(. | s, a) is stored at
+    data[indptr[a, s]:indptr[a, s + 1]] (columns: global states). Returns
+    max_s |V_out[s] - V[offset + s]| (0 for an empty block)."""
+    n, A = R.shape
+    delta = 0.0
+    for s in range(n):
+        best, arg = None, 0
+        for a in range(A):
+            total = 0.0
+            for k in range(int(indptr[a, s]), int(indptr[a, s + 1])):
+                total += float(data[k]) * float(V[indices[k]])
+            q = float(R[s, a]) + gamma * total
+            if best is None or q > best:
+                best, arg = q, a
+        V_out[s] = best
+        policy[s] = arg
+        delta = max(delta, abs(best - float(V[offset + s])))
+    return delta

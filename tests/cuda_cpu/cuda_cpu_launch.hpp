@@ -198,12 +198,18 @@ inline int run_grid(const LaunchConfig& c, const std::function<void()>& body, ch
     blockDim = dim3{c.block[0], c.block[1], c.block[2]};
     std::vector<long long> blocks;
     make_order(blocks, nb, c.order, rng);
+#ifndef __SANITIZE_ADDRESS__  // (ASan owns the alternate stacks and the fault handling there)
     if (!tl_altstack) {  // the fault handler must run even when a fiber's stack is what overflowed
-        stack_t ss;
-        ss.ss_sp = malloc(1 << 16), ss.ss_size = 1 << 16, ss.ss_flags = 0;
-        sigaltstack(&ss, nullptr);
+        stack_t cur;
+        if (sigaltstack(nullptr, &cur) == 0 && (cur.ss_flags & SS_DISABLE)) {  // keep one already set up
+            static thread_local char alt[1 << 16];
+            stack_t ss;
+            ss.ss_sp = alt, ss.ss_size = sizeof alt, ss.ss_flags = 0;
+            sigaltstack(&ss, nullptr);
+        }
         tl_altstack = true;
     }
+#endif
     sigjmp_buf jb;
     handlers(true);
     int rc = 0;

@@ -132,6 +132,10 @@ class RawKernel:
         self._run = getattr(lib.dll, f"cuda_cpu_run__{name}")
         self._run.argtypes = [ctypes.POINTER(LaunchConfig), ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
         self._run.restype = ctypes.c_int
+        # device memory comes from the library that runs the kernel: its fault handler knows the buffers
+        self._alloc, self._free = lib.dll.cuda_cpu_alloc, lib.dll.cuda_cpu_free
+        self._alloc.restype, self._alloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t, ctypes.c_int, ctypes.c_char_p]
+        self._free.argtypes = [ctypes.c_void_p]
         self.max_dynamic_shared_size_bytes = DEFAULT_SMEM
         self.max_threads_per_block = max_threads or MAX_THREADS
 
@@ -167,7 +171,7 @@ class RawKernel:
         if len(args) != len(self.params):
             raise TypeError(f"{self.name} takes {len(self.params)} arguments ({', '.join(self.params)}), got {len(args)}")
         keep, argv = [], (ctypes.c_void_p * max(1, len(args)))()
-        owners: dict[int, list] = {}   # id(owner) -> [owner, low address, nbytes, device copy]
+        owners: dict[int, list] = {}   # id(owner) -> [owner, low address, nbytes, device copy, bytes if read-only]
         pointers = []                  # (slot, owner id, offset)
         align_end = next(_placement) % 2 == 0
         try:
@@ -189,9 +193,7 @@ class RawKernel:
                         lo, hi = np.lib.array_utils.byte_bounds(own)
                         nbytes = hi - lo
                         label = f"argument {i} of {self.name} ({h.dtype}{list(h.shape)})"
-                        dev = self._lib.dll.cuda_cpu_alloc  # from the library that runs the kernel: its fault handler knows it
-                        dev.restype, dev.argtypes = ctypes.c_void_p, [ctypes.c_size_t, ctypes.c_int, ctypes.c_char_p]
-                        d = dev(nbytes, int(align_end), label.encode())
+                        d = self._alloc(nbytes, int(align_end), label.encode())
                         if not d:
                             raise MemoryError(f"{where}: cannot map guarded memory")
                         ctypes.memmove(d, lo, nbytes)
@@ -223,7 +225,5 @@ class RawKernel:
             if rc:
                 raise KernelFault(f"{self.name}: {err.value.decode(errors='replace')}")
         finally:
-            free = self._lib.dll.cuda_cpu_free
-            free.argtypes = [ctypes.c_void_p]
             for own, lo, nbytes, d, before in owners.values():
-                free(d)
+                self._free(d)
