@@ -143,8 +143,9 @@ def _check_rows(loop: str, backend: str):
             time.perf_counter() - t0
 
 
-def _print_checks(loops: list[str], backend_list: list[str], out=sys.stdout) -> tuple[int, int]:
+def _print_checks(loops: list[str], backend_list: list[str], out=None) -> tuple[int, int]:
     """Run the checks, one line per check as it finishes; returns (passed, failed)."""
+    out = out or sys.stdout  # looked up per call (pytest's capsys replaces it)
     passed = failed = 0
     print(f"{'loop':10s} {'backend':8s} {'check':40s} {'max error':>11s} {'tolerance':>11s}"
           f" {'seconds':>8s}  result", file=out, flush=True)

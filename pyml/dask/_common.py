@@ -60,6 +60,20 @@ def tree_sum(parts: list):
     return parts[0]
 
 
+def put(obj):
+    """``obj`` as one graph key: scattered to the cluster when a distributed client is
+    active (large inputs then travel once, not inside every graph), else a delayed value."""
+    import dask
+
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return dask.delayed(obj)
+    return client.scatter(obj, hash=False)
+
+
 class _NoBar:
     def update(self, n: int = 1) -> None:
         pass

@@ -13,7 +13,7 @@ from .._backend import Kernel, _check_backend_name
 from .._mdp_driver import threshold
 from .._validation import check_int, check_scalar
 from ..mdp import MDPResult
-from ._common import progress
+from ._common import progress, put
 
 __all__ = ["value_iteration"]
 
@@ -124,7 +124,7 @@ def value_iteration(P: Any, R: Any, gamma: float, epsilon: float = 1e-6,
             raise ValueError(f"P[{a}] must have shape {(S, S)}, got {Pa.shape}")
     bounds, given = _as_blocks(P, S, A, n_blocks)
     if given is None:
-        Pd = dask.delayed([sp.csr_matrix(Pa) for Pa in P])
+        Pd = put([sp.csr_matrix(Pa) for Pa in P])
         rows = [dask.delayed(_block)(Pd, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     else:
         rows = [dask.delayed(b) for b in given]

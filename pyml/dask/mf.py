@@ -17,7 +17,7 @@ from .._backend import _check_backend_name
 from .._mf_driver import HALF_STEP, CSRArrays, als_loss
 from .._blas import single_thread
 from .._validation import check_csr, check_dtype_arg, check_int, check_random_state, check_scalar
-from ._common import progress
+from ._common import progress, put
 
 __all__ = ["ALS"]
 
@@ -127,7 +127,7 @@ class ALS:
         if self.implicit and R.nnz and (R.data < 0).any():
             raise ValueError("interactions: implicit feedback needs non-negative ratings")
         ub, ib = self._bounds(R.shape[0], B), self._bounds(R.shape[1], B)
-        Rd, Td = dask.delayed(R), dask.delayed(R.T.tocsr())
+        Rd, Td = put(R), put(R.T.tocsr())
         users = [dask.delayed(_csr_block)(Rd, int(a), int(b)) for a, b in zip(ub[:-1], ub[1:])]
         items = [dask.delayed(_csr_block)(Td, int(a), int(b)) for a, b in zip(ib[:-1], ib[1:])]
         return R.shape, ub, ib, users, items

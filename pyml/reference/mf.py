@@ -1,6 +1,6 @@
 """Matrix factorization, the oracle: plain loops straight from the equations.
 
-Seed 004 ("matrix factorization (MF)", "Alternating least squares") gives the objective
+Matrix factorization with alternating least squares (Koren, Bell & Volinsky 2009) minimises
 J = 1/2 sum_{(i,j) in Omega} (r_ij - u_i^T v_j)^2 + lambda (||U||^2 + ||V||^2). pyml uses the
 convention of implicit and Spark: ``reg`` is the lambda of the normal equations
 (V_Omega^T V_Omega + reg I) u = V_Omega^T r, i.e. J = 1/2 sum (r - u.v)^2 + 1/2 reg (||U||^2+||V||^2).
@@ -130,8 +130,8 @@ def mf_sgd_epoch(rows, cols, vals, order, U, V, lr, reg, deterministic):
     """One SGD epoch over the observed entries in ``order`` (in place on U, V).
 
     e = r - u.v; the gradient of 1/2 e^2 + 1/2 reg(|u|^2 + |v|^2) w.r.t. u is -(e v - reg u),
-    so u += lr (e v - reg u), v += lr (e u - reg v). Seed 004 writes u <- u - eta e v: that
-    sign is wrong (it ascends the error), see the derivation above.
+    so u += lr (e v - reg u), v += lr (e u - reg v). An update written u <- u - eta e v has
+    the sign wrong (it ascends the error), see the derivation above.
     """
     f = U.shape[1]
     for k in order:
