@@ -4,7 +4,8 @@ are in :mod:`pyml._threads` (every compiled kernel loaded here is wrapped there)
 
 Registry by rule: a driver declares each kernel once as ``Kernel(loop, name, backends)``
 and the implementation of backend ``b`` is always the attribute ``name`` of the module
-``<PACKAGES[b]>.<loop>``, e.g. ``pyml._cpp.kmeans:kmeans_assign`` or
+``<backend_package(b)>.<loop>``, e.g. ``pyml._cpp.avx512.kmeans:kmeans_assign`` (the
+CPU variant in use, see pyml._cpu) or
 ``pyml.kernels.cuda.kmeans:kmeans_assign`` -- so grepping a kernel's name finds every
 backend's implementation and every caller. Imports are lazy, so a missing compiler, CuPy
 or GPU only matters to the backend that needs it.
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from . import _cpu
 from ._threads import (get_num_threads, max_threads, numba_entry, openmp_entry,  # noqa: F401
                        preload_tbb, set_num_threads)
 
@@ -84,7 +86,8 @@ def _probe(backend: str) -> str | None:
             importlib.import_module("numba")
             return None
         if backend == "cpp":
-            importlib.import_module(f"{backend_package('cpp')}._info")
+            importlib.import_module(_cpu.PROBE)
+            backend_package("cpp")  # the CPU variant; raises UnsupportedCpuError
             return None
         if backend == "cython":
             for loop in ("kmeans", "mf"):  # the loops that have a Cython kernel
@@ -95,6 +98,8 @@ def _probe(backend: str) -> str | None:
             if cp.cuda.runtime.getDeviceCount() < 1:
                 return "no CUDA device found; " + INSTALL_HINT["cuda"]
             return None
+    except _cpu.UnsupportedCpuError as exc:  # PYML_CPU forced a variant this CPU cannot run
+        return str(exc)
     except Exception as exc:  # ImportError, CUDARuntimeError, ...
         return f"{INSTALL_HINT[backend]} ({type(exc).__name__}: {exc})"
     return f"unknown backend {backend!r}"
@@ -254,7 +259,13 @@ def resolve_backend(backend: str | None, loop: str, supported: tuple[str, ...],
 
 
 def backend_package(backend: str) -> str:
-    """The package that holds ``backend``'s kernel modules (one module per loop)."""
+    """The package that holds ``backend``'s kernel modules (one module per loop).
+
+    The compiled backends exist once per CPU variant: for "cpp" and "cython" this is the
+    variant this CPU runs (or PYML_CPU forces), e.g. ``pyml._cpp.avx512`` (see pyml._cpu).
+    """
+    if backend in _cpu.PACKAGES:
+        return _cpu.package(backend)
     return PACKAGES[backend]
 
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _cpu
 from ._backend import (BACKENDS, LOOPS, BackendUnavailableError, backends, get_num_threads,
                        set_num_threads)
 from ._threads import numba_layer
@@ -27,10 +27,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"pyml {__version__}  (numpy {np.__version__}, python {sys.version.split()[0]})")
     print(f"threads: {get_num_threads()}")
     try:
-        info = importlib.import_module("pyml._cpp._info")
-        print(f"cpu SIMD: {' '.join(info.cpu_simd_features())}; "
-              f"compiled for: {' '.join(info.compiled_simd_features()) or 'baseline'}; "
-              f"OpenMP {info.openmp_version()}")
+        cpu = _cpu.summary()
+        print(f"cpu SIMD: {' '.join(cpu['features']) or 'none reported'}; "
+              f"runs variants: {', '.join(cpu['runnable'])}; "
+              f"OpenMP {importlib.import_module(_cpu.PROBE).openmp_version()}")
+        forced = f" (forced by PYML_CPU={cpu['forced']})" if cpu["forced"] else ""
+        for ext, chosen in cpu["variants"].items():
+            print(f"  {ext:7s} kernels: {chosen}{forced}")
     except ImportError:
         print("cpu SIMD: unknown (pyml._cpp not built)")
     report = backends()

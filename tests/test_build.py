@@ -49,8 +49,14 @@ def test_every_cpp_module_builds_and_imports():
 
     if pyml.backends()["cpp"] is not None:
         pytest.skip("C++ extension not built")
+    from pyml import _cpu
+
     text = (ROOT / "setup.py").read_text()
+    importlib.import_module(_cpu.PROBE)
+    # every CPU variant (pyml._cpu) of every module, as far as this CPU can load it
     for name in re.search(r"CPP_MODULES = \[(.*?)\]", text).group(1).replace('"', "").split(","):
-        importlib.import_module(f"pyml._cpp.{name.strip()}")
+        for v in _cpu.runnable():
+            importlib.import_module(f"pyml._cpp.{v}.{name.strip()}")
     for name in filter(None, re.search(r"CYTHON_MODULES = \[(.*?)\]", text).group(1).replace('"', "").split(",")):
-        importlib.import_module(f"pyml._cython.{name.strip()}")
+        for v in _cpu.runnable():
+            importlib.import_module(f"pyml._cython.{v}.{name.strip()}")

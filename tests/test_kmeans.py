@@ -2,6 +2,8 @@
 sanity, monotone objective, bad input. Estimator tests are in test_kmeans_estimator.py."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from conftest import AVAILABLE, assert_close, backend_params
@@ -226,7 +228,7 @@ CPP_PATH_SHAPES = [(1, 1, 1), (40, 33, 5), (97, 64, 16), (400, 300, 250), (70, 4
 def test_cpp_assign_paths(method, n, k, d, dtype, rng):
     from scipy.spatial.distance import cdist
 
-    from pyml._cpp import kmeans as ck
+    ck = importlib.import_module(pyml._backend.backend_package("cpp") + ".kmeans")  # CPU variant in use
 
     Xt, Ct, _, _ = _problem(rng, n, k, d, dtype)
     with single_thread("cpp"):
@@ -249,7 +251,7 @@ def test_cpp_assign_paths(method, n, k, d, dtype, rng):
 def test_cpp_assign_exact_ties_take_first_index(method, dtype, rng):
     # centre 0..9 repeated at 10..19, 40..49 and 70..79: in another lane, the other half of a
     # panel and later panels; every tie must go to the smallest index (the reference's rule)
-    from pyml._cpp import kmeans as ck
+    ck = importlib.import_module(pyml._backend.backend_package("cpp") + ".kmeans")  # CPU variant in use
 
     base = rng.standard_normal((10, 3)).astype(dtype)
     C = np.zeros((83, 3), dtype)
@@ -294,7 +296,7 @@ def test_assign_labels_exact_at_large_offsets(backend, dtype, offset, rng):
 @pytest.mark.skipif("cpp" not in AVAILABLE, reason="cpp backend unavailable here")
 @pytest.mark.parametrize("method", ["fused", "blas"])
 def test_cpp_paths_exact_at_large_offsets(method, rng):
-    from pyml._cpp import kmeans as ck
+    ck = importlib.import_module(pyml._backend.backend_package("cpp") + ".kmeans")  # CPU variant in use
 
     X = (rng.standard_normal((700, 12)) * 3 + 1e4).astype(np.float32)
     C = X[rng.choice(700, 33, replace=False)] + np.float32(0.5)
