@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from . import _mf_driver as drv
 from ._validation import check_int, check_random_state, check_scalar
@@ -29,6 +28,8 @@ def train_test_split(ratings, train_percentage: float = 0.8, random_state: Any =
     """Split the stored entries of ``ratings`` at random: each goes to train with probability
     ``train_percentage``. Returns ``(train, test)`` CSR matrices of the same shape (negative
     test values are dropped, as implicit does)."""
+    import scipy.sparse as sp  # on first use: keeps scipy.sparse out of `import pyml`
+
     frac = check_scalar(train_percentage, "train_percentage", low=0.0, high=1.0)
     if not sp.issparse(ratings):
         raise TypeError(f"ratings must be a scipy.sparse matrix, got {type(ratings).__name__}")
@@ -49,6 +50,8 @@ def ranking_metrics_at_k(model, train_user_items, test_user_items, K: int = 10,
                          show_progress: bool = True, num_threads: int = 1) -> dict[str, float]:
     """precision, map, ndcg and auc at ``K`` of ``model`` (see the module docstring).
     ``num_threads`` is accepted for implicit compatibility (ranking uses the model's threads)."""
+    import scipy.sparse as sp  # on first use: keeps scipy.sparse out of `import pyml`
+
     K = check_int(K, "K", min_value=1)
     check_int(num_threads, "num_threads", min_value=0)
     test, _ = drv.csr_input(test_user_items, "test_user_items", dtype=np.float64)

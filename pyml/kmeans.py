@@ -135,6 +135,8 @@ def kmeans_plusplus(X, n_clusters: int, sample_weight=None, random_state=None,
         raise ValueError(f"n_samples={n} should be >= n_clusters={k}")
     trials = drv.default_trials(k) if n_local_trials is None else \
         check_int(n_local_trials, "n_local_trials", min_value=1)
+    if trials > n:  # each step draws its candidates among the n samples and scores them all
+        raise ValueError(f"n_local_trials must be at most n_samples={n}, got {trials}")
     w = _check_weights(sample_weight, n)
     rng = check_random_state(random_state)
     idx = drv.plusplus(X, k, w, rng, trials, backend)

@@ -183,6 +183,10 @@ class MultiHeadAttention(Module):
         return self._grads
 
     def forward(self, x):
+        E = self.w_q.shape[0]
+        if np.ndim(x) < 2 or np.shape(x)[-1] != E:
+            raise ValueError(f"x must have shape (..., N, embed_dim) with embed_dim={E}, "
+                             f"got shape {np.shape(x)}")
         self._x = x
         return multi_head_attention(x, *self.params(), num_heads=self.num_heads,
                                     causal=self.causal, backend=self.backend)

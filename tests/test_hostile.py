@@ -39,12 +39,6 @@ FAILURES = ("unclear", "refused", "wrong", "mutated", "crash")
 # Findings in code owned elsewhere, reported to the owners: (spec, class) -> reason.
 # strict=True: once fixed, the xfail fails and the entry must go.
 KNOWN: dict[tuple[str, str], str] = {
-    ("nn.MultiHeadAttention", "mismatch"):
-        "MultiHeadAttention(8, 2).forward(x) with x.shape[-1] = 9 raises 'w_q must have shape "
-        "(E, E) = (9, 9), got (8, 8)': it names an internal weight, not x / embed_dim",
-    ("kmeans_plusplus", "n_local_trials=1000000000"):
-        "kmeans_plusplus(X (60, 3), 4, n_local_trials=10**9) runs for more than 30 s (python "
-        "reference; the others not run) instead of refusing or capping n_local_trials",
 }
 
 TOTALS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
