@@ -52,6 +52,37 @@ def check_size(size: str) -> str:
     return size
 
 
+
+def setup_seconds(call: Callable[[], Any], kernels, python_frames: bool = False) -> float:
+    """Seconds from the start of ``call()`` to its first kernel call: the validation and
+    conversion a user pays before any kernel work, observed with a profile hook through the
+    public call only. A kernel call is a C-level call (pybind11 functions, Numba
+    dispatchers) named in ``kernels``; with ``python_frames`` also a Python function of that
+    name (the python reference backend)."""
+    import sys
+
+    first: list[float] = []
+
+    def hook(frame, event, arg):
+        if first:
+            return
+        if event == "c_call":
+            name = getattr(arg, "__name__", "")
+        elif event == "call" and python_frames:
+            name = frame.f_code.co_name
+        else:
+            return
+        if name in kernels:
+            first.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    sys.setprofile(hook)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return (first[0] if first else time.perf_counter()) - t0
+
 @dataclass
 class Runner:
     """One contender. ``prepare()`` does untimed setup and returns the callable to time.

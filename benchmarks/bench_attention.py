@@ -14,14 +14,13 @@ halved when causal; backward 2.5x the forward (five products), as flash-attentio
 """
 from __future__ import annotations
 
-import sys
-import time
 
 import numpy as np
 
 import pyml
 
 from ._harness import Case, Runner, check_size
+from ._harness import setup_seconds as _setup_seconds
 
 # name -> (B, H, N, D, causal, with_backward)
 SIZES = {
@@ -35,22 +34,8 @@ KERNELS = ("attention_forward", "attention_backward")  # the compiled kernels' o
 
 
 def setup_seconds(call) -> float:
-    """Seconds from the start of ``call()`` to its first compiled kernel call (a C-level call
-    named like a kernel: pybind11 functions and Numba dispatchers), observed with a profile
-    hook through the public call only."""
-    first: list[float] = []
-
-    def hook(frame, event, arg):
-        if not first and event == "c_call" and getattr(arg, "__name__", "") in KERNELS:
-            first.append(time.perf_counter())
-
-    t0 = time.perf_counter()
-    sys.setprofile(hook)
-    try:
-        call()
-    finally:
-        sys.setprofile(None)
-    return (first[0] if first else time.perf_counter()) - t0
+    """_harness.setup_seconds with this loop's kernel names."""
+    return _setup_seconds(call, KERNELS)
 
 
 def _end_to_end_runners(q, k, v, do, causal):

@@ -11,8 +11,6 @@ pytest-benchmark tests at the bottom. Public API only.
 from __future__ import annotations
 
 import importlib.util
-import sys
-import time
 
 import numpy as np
 
@@ -20,8 +18,10 @@ import pyml
 
 try:
     from ._harness import Case, Runner, check_size
+    from ._harness import setup_seconds as _setup_seconds
 except ImportError:  # run as a plain module from the source tree
     from _harness import Case, Runner, check_size
+    from _harness import setup_seconds as _setup_seconds
 
 SIZES = {"default": (200_000, 32, 256), "small": (20_000, 32, 64), "large": (1_000_000, 64, 1024)}
 ITERS = 10
@@ -54,25 +54,8 @@ def _peers(peers):
 
 
 def setup_seconds(call) -> float:
-    """Seconds from the start of ``call()`` to its first kernel call (the validation and
-    conversion a user pays before any k-means work), observed with a profile hook."""
-    first: list[float] = []
-
-    def hook(frame, event, arg):
-        if first:
-            return
-        name = getattr(arg, "__name__", "") if event == "c_call" else (
-            frame.f_code.co_name if event == "call" else "")
-        if name in KERNELS:
-            first.append(time.perf_counter())
-
-    t0 = time.perf_counter()
-    sys.setprofile(hook)
-    try:
-        call()
-    finally:
-        sys.setprofile(None)
-    return (first[0] if first else time.perf_counter()) - t0
+    """_harness.setup_seconds with this loop's kernel names."""
+    return _setup_seconds(call, KERNELS, python_frames=True)
 
 
 def _assign_runner(b, X, C0):

@@ -11,6 +11,7 @@ import numpy as np
 
 from ._backend import Kernel, array_module, is_cupy
 from ._blas import single_thread
+from ._validation import check_sparse_header
 from .kernels.cuda import cupy
 
 HALF_STEP = Kernel("mf", "als_half_step", ("python", "numba", "cpp", "cython", "cuda"))
@@ -90,17 +91,7 @@ def csr_input(R, name: str, *, dtype, nonneg: bool = False, shape=None,
     caller's arrays are never written."""
     import scipy.sparse as sp
 
-    if not sp.issparse(R):
-        what = type(R).__name__
-        if hasattr(R, "shape") and hasattr(R, "dtype"):
-            what += f" of shape {R.shape} and dtype {R.dtype}"
-        raise TypeError(f"{name} must be a scipy.sparse matrix (CSR), got {what}")
-    if R.ndim != 2:
-        raise ValueError(f"{name} must be 2-dimensional, got {R.ndim}")
-    if shape is not None:
-        for axis, (want, got) in enumerate(zip(shape, R.shape)):
-            if want is not None and want != got:
-                raise ValueError(f"{name} must have shape {shape} (None = any), got {R.shape} (axis {axis})")
+    check_sparse_header(R, name, shape)
     if 0 in R.shape:
         raise ValueError(f"{name} must not be empty, got shape {R.shape}")
     if max(R.shape) > INDEX_MAX:

@@ -183,9 +183,9 @@ def check_random_state(seed: Any) -> np.random.Generator:
     raise TypeError(f"random_state must be None, an int or a numpy Generator, got {type(seed).__name__}")
 
 
-def check_csr(R: Any, name: str, *, shape: tuple[int | None, int | None] | None = None,
-              dtype: Any = None, check_finite: bool = True):
-    """A scipy.sparse CSR matrix with sorted indices, copied (never modified) if converted."""
+def check_sparse_header(R: Any, name: str,
+                        shape: tuple[int | None, int | None] | None = None) -> None:
+    """``R`` is a 2-D scipy.sparse matrix of the given shape (None = any size on that axis)."""
     import scipy.sparse as sp
 
     if not sp.issparse(R):
@@ -196,6 +196,14 @@ def check_csr(R: Any, name: str, *, shape: tuple[int | None, int | None] | None 
         for axis, (want, got) in enumerate(zip(shape, R.shape)):
             if want is not None and want != got:
                 raise ValueError(f"{name} must have shape {shape} (None = any), got {R.shape} (axis {axis})")
+
+
+def check_csr(R: Any, name: str, *, shape: tuple[int | None, int | None] | None = None,
+              dtype: Any = None, check_finite: bool = True):
+    """A scipy.sparse CSR matrix with sorted indices, copied (never modified) if converted."""
+    import scipy.sparse as sp
+
+    check_sparse_header(R, name, shape)
     if R.dtype.kind == "c":
         raise TypeError(f"{name} must be real, got complex dtype {R.dtype}")
     if R.dtype.kind not in "biuf":
