@@ -11,7 +11,14 @@ import numpy as np
 from . import cupy, grid, kernel
 
 _THREADS = 128
-_TILE = 64  # KM_TILE in kmeans.cu
+_TILE = 64                 # centres staged per shared-memory tile, at most
+_SMEM = 48 * 1024          # the per-block shared memory every launch gets without opting in
+
+
+def _tile(d: int, itemsize: int) -> int:
+    """Centres per shared-memory tile for rows of d values: as many as fit in 48 KiB, up to 64;
+    0 when one row alone does not fit (the kernel then reads the centres from global memory)."""
+    return min(_TILE, _SMEM // (max(d, 1) * itemsize))
 
 
 def _is_host(a) -> bool:
@@ -29,11 +36,12 @@ def kmeans_assign(X, C):
     labels = cp.empty(n, cp.int32)
     dist = cp.empty(n, X.dtype)
     kern = kernel("kmeans", "kmeans_assign", X.dtype)
-    smem = _TILE * d * X.dtype.itemsize
-    if smem > 48 * 1024:  # past the default per-block limit a launch must opt in (found by tests/cuda_cpu)
-        kern.max_dynamic_shared_size_bytes = smem
-    kern(grid(n, _THREADS), (_THREADS,), (X, C, np.int64(n), np.int64(k), np.int64(d), labels, dist),
-         shared_mem=smem)
+    # A fixed 64-centre tile needed more than the 227 KiB an sm_90 block may have once
+    # d > 454 (float64): the tile shrinks with d instead, and stays within the default 48 KiB.
+    tile = _tile(d, X.dtype.itemsize)
+    kern(grid(n, _THREADS), (_THREADS,),
+         (X, C, np.int64(n), np.int64(k), np.int64(d), np.int64(tile), labels, dist),
+         shared_mem=tile * d * X.dtype.itemsize)
     return (labels.get(), dist.get()) if host else (labels, dist)
 
 
