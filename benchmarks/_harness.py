@@ -245,7 +245,7 @@ def run(cases: list[Case], repeat: int = 5, roof: dict[str, float] | None = None
     ``under_load``: time each runner again right after its quiet run with ``burners``
     CPU-burning subprocesses beside it; ``Row.loaded`` is loaded median / quiet median.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if roof is None:  # the roof takes seconds to measure: only when a case is held against it
         needs = any(c.flops is not None or c.nbytes is not None for c in cases)

@@ -232,7 +232,7 @@ def _als_iterations(backend, Rui, Riu, X, Y, *, reg, alpha, iterations, cg_steps
     bar = None
     if show_progress:
         try:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             bar = tqdm(total=iterations, desc=f"ALS ({backend})")
         except ImportError:  # progress is cosmetic; tqdm is optional

@@ -64,7 +64,7 @@ def ranking_metrics_at_k(model, train_user_items, test_user_items, K: int = 10,
     bar = None
     if show_progress:
         try:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             bar = tqdm(total=len(users), desc="ranking")
         except ImportError:  # progress is cosmetic; tqdm is optional

@@ -86,6 +86,6 @@ def progress(total: int, desc: str, show: bool):
     """A tqdm bar on the client over iterations (``show=False``: a no-op bar)."""
     if not show:
         return _NoBar()
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="it")

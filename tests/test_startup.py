@@ -1,0 +1,73 @@
+"""What a new process pays before its first result: the BLAS helpers load SciPy's BLAS without
+importing scipy.linalg, `import pyml` pulls in no heavy optional module, and `pyml warmup`
+compiles the signatures the public calls use (checked by Numba's own cache statistics)."""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pyml import _blas
+
+
+def _fresh(code: str, **env) -> str:
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def _gemm(address: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b through the Fortran ?gemm at ``address`` (C-order buffers: C^T = B^T A^T)."""
+    fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 13)(address)
+    (m, k), n = a.shape, b.shape[1]
+    c = np.full((m, n), np.nan, a.dtype)
+    ints = [ctypes.c_int(v) for v in (n, m, k, n, k, n)]  # M, N, K, lda, ldb, ldc (Fortran view)
+    one, zero = np.ones(1, a.dtype), np.zeros(1, a.dtype)
+    ref = ctypes.byref
+    fn(ctypes.c_char_p(b"N"), ctypes.c_char_p(b"N"), ref(ints[0]), ref(ints[1]), ref(ints[2]),
+       one.ctypes.data, b.ctypes.data, ref(ints[3]), a.ctypes.data, ref(ints[4]), zero.ctypes.data,
+       c.ctypes.data, ref(ints[5]))
+    return c
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_pointer_is_a_working_gemm_equal_to_scipys(dtype):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 5)).astype(dtype), rng.standard_normal((5, 4)).astype(dtype)
+    got = _gemm(_blas.gemm_pointer(dtype), a, b)
+    # the same BLAS through scipy.linalg.cython_blas's own export: the very same rounding
+    want = _gemm(_blas._capsule_pointer("sgemm" if dtype == np.float32 else "dgemm"), a, b)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-5)
+
+
+def test_blas_helpers_do_not_import_scipy_linalg():
+    """scipy.linalg costs ~0.1-0.2 s to import; the first kmeans / ALS / conv call paid it."""
+    out = _fresh("import sys, numpy as np, pyml; from pyml import _blas\n"
+                 "_blas.gemm_pointer(np.float32); _blas.gemm_pointer(np.float64)\n"
+                 "with _blas.single_thread('cpp'): pass\n"
+                 "print(len(_blas._blas_libs()), 'scipy.linalg' in sys.modules)")
+    n_libs, imported = out.split()
+    assert int(n_libs) >= 1 and imported == "False"
+
+
+def test_import_pyml_imports_no_optional_heavy_module():
+    mods = json.loads(_fresh("import sys, json, pyml; print(json.dumps(sorted(sys.modules)))"))
+    for heavy in ("sklearn", "numba", "scipy.linalg", "tqdm", "threadpoolctl", "torch", "dask"):
+        assert heavy not in mods, heavy
+
+
+def test_progress_bar_does_not_import_tqdm_auto():
+    """tqdm.auto imports asyncio and the notebook probe (~50 ms on the first ALS fit)."""
+    out = _fresh("import sys, io, contextlib, pyml, scipy.sparse as sp\n"
+                 "R = sp.random(20, 10, density=0.3, format='csr', random_state=0)\n"
+                 "with contextlib.redirect_stderr(io.StringIO()):\n"
+                 "    pyml.ALS(factors=2, iterations=1, random_state=0, backend='python').fit(R)\n"
+                 "print('tqdm' in sys.modules, 'tqdm.auto' in sys.modules)")
+    assert out.split() == ["True", "False"]
