@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import Kernel, array_module
+from ._backend import Kernel, array_module, is_cupy
 
 # One name per kernel in every backend: pyml.reference.attention, pyml.kernels.numba.attention,
 # pyml._cpp.attention and pyml.kernels.cuda.attention each define these two functions.
@@ -108,7 +108,7 @@ def compact_mask(mask, shape, dtype):
     B, H, Nq, Nk = shape
     xp = array_module(mask)
     if mask is None:
-        return xp.zeros(1, dtype), 0, 0, 0, False
+        return _readonly(xp.zeros(1, dtype)), 0, 0, 0, False
     m = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
     if m.dtype == np.bool_:
         m = xp.where(m, dtype.type(0), dtype.type(-np.inf)).astype(dtype)
@@ -117,7 +117,18 @@ def compact_mask(mask, shape, dtype):
     msq = Nk if Mq > 1 else 0
     msh = Mq * Nk if Hm > 1 else 0
     msb = Hm * Mq * Nk if Bm > 1 else 0
-    return m.reshape(-1), msb, msh, msq, True
+    return _readonly(m.reshape(-1)), msb, msh, msq, True
+
+
+def _readonly(m):
+    """A read-only view of a host mask: the kernels only read it, and one array type for every
+    mask (a broadcast view is read-only, a fresh array is not) keeps Numba from compiling a
+    second specialisation of each attention kernel for the other."""
+    if is_cupy(m):
+        return m
+    m = m.view()
+    m.flags.writeable = False
+    return m
 
 
 def _int64(seed: int) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import __version__, _cpu
 from ._backend import (BACKENDS, LOOPS, BackendUnavailableError, backends, get_num_threads,
-                       set_num_threads)
+                       max_threads, set_num_threads)
 from ._threads import numba_layer
 from ._verify import loop_checks
 from .benchmarks import ALIASES, PEER_HINT, PEERS, SIZES, SUITES
@@ -173,15 +173,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_warmup(args: argparse.Namespace) -> int:
-    """Run every check on the numba backend once, so its kernels are compiled and cached
-    (Numba cache=True): later processes load them instead of compiling."""
+    """Compile and cache the numba kernels of every public call (pyml._warmup), one line per
+    call as it finishes; later processes load them from Numba's cache instead of compiling."""
     if backends()["numba"] is not None:
         print(f"nothing to warm up: {backends()['numba']}")
         return 0
+    from . import _warmup
+
+    out = sys.stdout  # looked up per call (pytest's capsys replaces it)
+    workers = args.jobs or max_threads()
     t0 = time.perf_counter()
-    passed, failed = _print_checks(_loops(args.loops), ["numba"])
-    print(f"compiled and cached the numba kernels of {passed + failed} checks "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(f"{'loop':10s} {'call':34s} {'dtype':8s} {'seconds':>8s}  result", file=out, flush=True)
+    loops = _loops(args.loops)
+    calls = failed = 0
+    for loop, what, dtype, seconds, result in _warmup.run(loops, workers, args.dtype):
+        print(f"{loop:10s} {what:34s} {dtype:8s} {seconds:8.2f}  {result}", file=out, flush=True)
+        calls += 1
+        failed += result.startswith("FAIL")
+    print(f"compiled and cached the numba kernels of {calls} calls in "
+          f"{time.perf_counter() - t0:.1f} s ({max(1, min(workers, len(_warmup.jobs(loops))))} "
+          "processes)", file=out)
     return 1 if failed else 0
 
 
@@ -216,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("warmup", help="compile and cache every Numba kernel")
     w.add_argument("loops", nargs="*", type=_loop_name, metavar="LOOP",
                    help=f"hot loops to warm up ({', '.join(LOOPS)}; default: all)")
+    w.add_argument("--jobs", "-j", type=int, metavar="N",
+                   help="worker processes compiling at once (default: one per CPU)")
+    w.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
+                   help="dtypes to compile (default: each loop's default, float64 for array "
+                        "inputs, float32 for ALS and mf_sgd)")
     return p
 
 

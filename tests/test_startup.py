@@ -71,3 +71,33 @@ def test_progress_bar_does_not_import_tqdm_auto():
                  "    pyml.ALS(factors=2, iterations=1, random_state=0, backend='python').fit(R)\n"
                  "print('tqdm' in sys.modules, 'tqdm.auto' in sys.modules)")
     assert out.split() == ["True", "False"]
+
+
+_AFTER_WARMUP = """
+import json, numpy as np, pyml
+from pyml.kernels.numba import attention as kernels
+rng = np.random.default_rng(1)
+q, k, v = (rng.standard_normal((2, 3, 17, 8)) for _ in range(3))
+out, lse = pyml.attention(q, k, v, return_lse=True, backend="numba")
+pyml.attention(q, k, v, mask=rng.random((2, 1, 1, 17)) > 0.3, causal=True, backend="numba")
+pyml.attention_backward(np.ones_like(out), q, k, v, out, lse, backend="numba")
+print(json.dumps({n: [sum(getattr(f.stats, s).values()) for s in ("cache_hits", "cache_misses")]
+                  for n, f in (("forward", kernels.attention_forward),
+                               ("backward", kernels.attention_backward))}))
+"""
+
+
+@pytest.mark.slow
+def test_warmup_compiles_the_signatures_the_public_calls_use(tmp_path):
+    """After `pyml warmup attention` into an empty cache, a new process's public calls (with and
+    without a mask, forward and backward) load every kernel from the cache: no compile."""
+    pytest.importorskip("numba")
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "pyml.cli", "warmup", "attention"], text=True,
+                       capture_output=True, timeout=900, env={**os.environ, **env})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["loop", "call", "dtype"] and "compiled and cached" in lines[-1]
+    assert {ln.split()[1] for ln in lines[1:-1]} == {"attention", "attention_backward"}
+    stats = json.loads(_fresh(_AFTER_WARMUP, **env))
+    assert stats == {"forward": [1, 0], "backward": [1, 0]}, stats
