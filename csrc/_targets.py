@@ -16,18 +16,34 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import subprocess
+import sysconfig
+from functools import lru_cache
 from pathlib import Path
 
 # The x86-64 micro-architecture levels of the psABI (x86-64-v2: SSE4.2/POPCNT; v3: AVX2, FMA,
 # BMI1/2, F16C, LZCNT, MOVBE; v4: AVX-512F/BW/CD/DQ/VL). pyml._cpu checks the same levels
 # with CPUID + XCR0 (csrc/_info.cpp), so a variant is only loaded where every instruction it
-# may contain exists. -mtune stays generic: side by side in one process, the x86-64-v4 build
-# showed no consistent difference from -march=native (Zen 4, GCC 12: znver3 tuning plus
-# VNNI/BF16/VBMI) on the default `pyml bench` rows, and generic does not favour one vendor.
+# may contain exists. -mtune stays generic (it does not favour one vendor), with two of its
+# decisions overridden for the avx512 variant (TUNING below).
 X86_TARGETS = {
     "baseline": ["-march=x86-64-v2"],
     "avx2": ["-march=x86-64-v3"],
     "avx512": ["-march=x86-64-v4"],
+}
+# GCC's generic tuning (GCC 12) never emits gathers and, with AVX-512 enabled, vectorises plain
+# loops 512 bits wide. Side by side on an Intel Xeon with AVX-512 (one thread, CPU time, min of
+# 5), that made the x86-64-v4 build 20-30% slower than -march=native on the compiler-vectorised
+# kernels (the Cython k-means argmin and exact-distance loops, ALS's CG and Cholesky loops),
+# while the hand-vectorised micro-kernels (csrc/*.hpp, fixed widths) were level: gathers
+# recovered the k-means loops, the 256-bit preference the ALS ones. Both are what GCC's own
+# tuning for AVX-512 cores chooses (Intel's, and znver3's, which -march=native picked on the
+# Zen 4 machine where the v4 build had measured level with native). The tuning knobs are
+# GCC's; a compiler that refuses one (clang has no -mtune-ctrl) builds without it.
+TUNING = {
+    "avx512": ["-mprefer-vector-width=256",
+               "-mtune-ctrl=use_gather_2parts,use_gather_4parts,use_gather"],
 }
 # The CPU probe (pyml._cpp._info) is built for plain x86-64, below the baseline, so that even
 # a CPU without x86-64-v2 gets pyml's "this CPU lacks ..." error instead of SIGILL.
@@ -40,13 +56,34 @@ def is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
+@lru_cache(maxsize=None)
+def _accepts(compiler: str, flag: str) -> bool:
+    """Does ``compiler`` accept ``flag`` (preprocessing an empty C file, warnings as errors)?"""
+    try:
+        r = subprocess.run(shlex.split(compiler) + ["-Werror", flag, "-x", "c", "-E", "-"],
+                           input=b"", capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
+def _compiler() -> str:
+    """The C compiler setuptools will call (CC, else Python's configured one)."""
+    return os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+
+
 def targets() -> dict[str, list[str]]:
     """Variant name -> its compiler flags, for this build machine's architecture.
 
     Elsewhere (aarch64, ppc64le) only ``baseline`` is built, with the compiler's generic
     default for that architecture.
     """
-    all_targets = X86_TARGETS if is_x86_64() else {"baseline": []}
+    if is_x86_64():
+        cc = _compiler()
+        all_targets = {v: f + [t for t in TUNING.get(v, []) if _accepts(cc, t)]
+                       for v, f in X86_TARGETS.items()}
+    else:
+        all_targets = {"baseline": []}
     wanted = os.environ.get("PYML_TARGETS", "").strip()
     if not wanted:
         return dict(all_targets)

@@ -191,6 +191,17 @@ def test_pyml_targets_selects_variants_for_a_quicker_build(monkeypatch):
             targets.targets()
 
 
+@pytest.mark.skipif(not X86, reason="the tuning overrides are x86-64 flags")
+def test_avx512_tuning_is_kept_only_where_the_compiler_accepts_it(monkeypatch):
+    targets = _build_helper()
+    monkeypatch.delenv("PYML_TARGETS", raising=False)
+    if "gcc" in targets._compiler() and shutil.which("gcc"):  # GCC takes every knob
+        assert targets.targets()["avx512"] == ["-march=x86-64-v4"] + targets.TUNING["avx512"]
+    monkeypatch.setitem(targets.TUNING, "avx512", ["-mprefer-vector-width=256", "-mno-such-knob-pyml"])
+    assert targets.targets()["avx512"] == ["-march=x86-64-v4", "-mprefer-vector-width=256"]
+    assert targets.targets()["avx2"] == targets.X86_TARGETS["avx2"]
+
+
 def test_nothing_is_built_for_the_build_machine():
     targets = _build_helper()
     flags = [f for fl in targets.targets().values() for f in fl] + targets.COMMON + targets.X86_PROBE
