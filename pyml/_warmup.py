@@ -6,7 +6,9 @@ Numba's cache (``cache=True``) instead of compiling them.
 Dtypes: each call is compiled for the dtype the public API computes in by default -- the
 input's, and arrays NumPy builds are float64 (kmeans, conv, attention, mdp); ALS and mf_sgd
 compute in their ``dtype=`` argument, float32 by default (mf). ``dtypes`` (``pyml warmup
---dtype float32 float64``) compiles others too; any other is compiled on its first use.
+--dtype float32 float64``) compiles others too. Calls with a non-default option (k-medians,
+the ALS training loss, 64-bit CSR indices) only with ``everything`` (``pyml warmup --all``,
+every option in both dtypes); whatever is not warmed up is compiled, once, on first use.
 
 The work is split into jobs that run in worker processes, one per CPU. A Numba function
 must be compiled by one process only: Numba saves a function's cache index by read-modify-
@@ -28,16 +30,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-DTYPES = (np.float32, np.float64)
-ONE = (np.float64,)  # calls whose kernels do not depend on the dtype
+DTYPES = (np.float32, np.float64)  # a call compiled per dtype
+EXTRA = (np.float32, np.float64)   # the same, for a non-default option: only with everything=True
+ONE = (np.float64,)                # a call whose kernels do not depend on the dtype
 DEFAULT_DTYPE = {"kmeans": np.float64, "conv": np.float64, "attention": np.float64,
                  "mf": np.float32, "mdp": np.float64}
 NB = "numba"
 
 # job -> its hot loop; longest first (measured from an empty cache), so the workers end together
-JOBS = {"mf": "mf", "kmeans": "kmeans", "conv:backward": "conv", "mdp:solve": "mdp",
-        "conv:forward": "conv", "attention:backward": "attention", "conv:pool": "conv",
-        "attention:forward": "attention", "mdp:td": "mdp"}
+JOBS = {"mf": "mf", "conv:backward": "conv", "kmeans": "kmeans", "mdp:solve": "mdp",
+        "attention:backward": "attention", "conv:pool": "conv", "attention:forward": "attention",
+        "conv:forward": "conv", "mdp:td": "mdp"}
 
 Call = tuple[str, tuple, Callable]
 
@@ -54,7 +57,7 @@ def _kmeans(job: str, g: np.random.Generator) -> list[Call]:
     return [("kmeans_assign", DTYPES,
              lambda dt: pyml.kmeans_assign(X.astype(dt), X[:4].astype(dt), backend=NB)),
             ("KMeans.fit", DTYPES, fit("euclidean")),
-            ("KMeans.fit metric=manhattan", DTYPES, fit("manhattan"))]
+            ("KMeans.fit metric=manhattan", EXTRA, fit("manhattan"))]
 
 
 def _conv(job: str, g: np.random.Generator) -> list[Call]:
@@ -109,8 +112,8 @@ def _mf(job: str, g: np.random.Generator) -> list[Call]:
         return pyml.evaluation.ranking_metrics_at_k(model, train, test, K=3, show_progress=False)
 
     return [("ALS.fit", DTYPES, als(R)),
-            ("ALS.fit int64 indices", DTYPES, als(R64)),
-            ("ALS.fit compute_loss=True", DTYPES, als(R, compute_loss=True)),
+            ("ALS.fit int64 indices", EXTRA, als(R64)),
+            ("ALS.fit compute_loss=True", EXTRA, als(R, compute_loss=True)),
             ("mf_sgd", DTYPES, lambda dt: pyml.mf_sgd(R, factors=3, epochs=1, dtype=dt, backend=NB)),
             ("evaluation.ranking_metrics_at_k", ONE, ranking)]
 
@@ -153,13 +156,18 @@ def _compiles(call: Callable, dt) -> int:
     return sum(1 for _, ev in rec.buffer if ev.is_start)
 
 
-def rows(job: str, dtypes=None) -> Iterator[tuple[str, str, str, float, str]]:
+def rows(job: str, dtypes=None, everything: bool = False
+         ) -> Iterator[tuple[str, str, str, float, str]]:
     """``(loop, call, dtype, seconds, result)`` as each warmup call of ``job`` finishes, for
-    ``dtypes`` (default: the loop's default dtype, see the module doc); result is
-    "compiled N", "loaded" or "FAIL: error"."""
+    ``dtypes`` (default: the loop's default dtype, see the module doc), with ``everything``
+    also the non-default options and both dtypes; result is "compiled N" (kernels compiled),
+    "loaded" (all from the cache) or "FAIL: error"."""
     loop = JOBS[job]
-    chosen = tuple(np.dtype(d) for d in dtypes) if dtypes else (np.dtype(DEFAULT_DTYPE[loop]),)
+    chosen = (DTYPES if everything else
+              tuple(dtypes) if dtypes else (DEFAULT_DTYPE[loop],))
     for what, kinds, call in _CALLS[loop](job, np.random.default_rng(0)):
+        if kinds is EXTRA and not everything:
+            continue
         for dt in (ONE if kinds is ONE else chosen):
             t0 = time.perf_counter()
             try:
@@ -167,7 +175,8 @@ def rows(job: str, dtypes=None) -> Iterator[tuple[str, str, str, float, str]]:
                 result = f"compiled {n}" if n else "loaded"
             except Exception as exc:  # reported, and the exit status says so
                 result = f"FAIL: {type(exc).__name__}: {exc}"
-            yield loop, what, "-" if kinds is ONE else np.dtype(dt).name, time.perf_counter() - t0, result
+            name = "-" if kinds is ONE else np.dtype(dt).name
+            yield loop, what, name, time.perf_counter() - t0, result
 
 
 _queue = None  # a worker's channel to the parent
@@ -178,25 +187,26 @@ def _start_worker(q) -> None:
     _queue = q
 
 
-def _run_job(job: str, dtypes) -> None:
-    for row in rows(job, dtypes):
+def _run_job(job: str, dtypes, everything: bool) -> None:
+    for row in rows(job, dtypes, everything):
         _queue.put(row)
     _queue.put(None)  # this job is done
 
 
-def run(loops, workers: int, dtypes=None) -> Iterator[tuple[str, str, str, float, str]]:
+def run(loops, workers: int, dtypes=None, everything: bool = False
+        ) -> Iterator[tuple[str, str, str, float, str]]:
     """Every row of the jobs of ``loops``, as they finish, from ``workers`` processes (in this
     process when ``workers`` is 1)."""
     todo = jobs(loops)
     if workers <= 1 or len(todo) == 1:
         for job in todo:
-            yield from rows(job, dtypes)
+            yield from rows(job, dtypes, everything)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may run threads
     q = ctx.Queue()
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_start_worker,
                              initargs=(q,)) as pool:
-        futures = [pool.submit(_run_job, job, dtypes) for job in todo]
+        futures = [pool.submit(_run_job, job, dtypes, everything) for job in todo]
         pending = len(todo)
         while pending:
             try:

@@ -186,7 +186,7 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     print(f"{'loop':10s} {'call':34s} {'dtype':8s} {'seconds':>8s}  result", file=out, flush=True)
     loops = _loops(args.loops)
     calls = failed = 0
-    for loop, what, dtype, seconds, result in _warmup.run(loops, workers, args.dtype):
+    for loop, what, dtype, seconds, result in _warmup.run(loops, workers, args.dtype, args.all):
         print(f"{loop:10s} {what:34s} {dtype:8s} {seconds:8.2f}  {result}", file=out, flush=True)
         calls += 1
         failed += result.startswith("FAIL")
@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
                    help="dtypes to compile (default: each loop's default, float64 for array "
                         "inputs, float32 for ALS and mf_sgd)")
+    w.add_argument("--all", action="store_true",
+                   help="also the non-default options (k-medians, ALS loss, 64-bit CSR indices), "
+                        "in float32 and float64")
     return p
 
 
