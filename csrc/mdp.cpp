@@ -1,5 +1,5 @@
-// Value iteration and iterative policy evaluation to convergence, V'(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')] (Sutton & Barto 2018, eq. 4.10), on dense (A,S,S) P or A CSR matrices; model checks and TD control are in mdp_check.hpp / mdp_td.hpp.
-// Fast: every sweep and the stopping test inside one OpenMP parallel region (no per-sweep fork or Python round trip; one thread below the grain size); dense: action-major register-blocked GEMV, then the fused max; sparse: the caller's CSR arrays read in place, streamed non-temporally so V stays in cache; serial in-place Gauss-Seidel.
+// Value iteration and iterative policy evaluation to convergence, V'(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')] (Sutton & Barto 2018, eq. 4.10), on dense (A,S,S) P or a state-major CSR; model checks, the CSR layout and TD control are in mdp_check.hpp / mdp_layout.hpp / mdp_td.hpp.
+// Fast: every sweep and the stopping test inside one OpenMP parallel region (no per-sweep fork or Python round trip; one thread below the grain size); dense: action-major register-blocked GEMV, then the fused max; sparse: one state-major CSR (a state's actions adjacent: one forward stream, max fused), streamed non-temporally so V stays in cache; serial in-place Gauss-Seidel.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include <omp.h>
@@ -16,6 +17,7 @@
 
 #include "mdp_block.hpp"
 #include "mdp_check.hpp"
+#include "mdp_layout.hpp"
 #include "mdp_td.hpp"
 #include "mdp_threads.hpp"
 
@@ -28,6 +30,7 @@ using Exact = py::array_t<T, py::array::c_style>;
 
 namespace {
 
+using mdp::Csr;
 using mdp::threads_for;
 
 struct Dense {
@@ -63,30 +66,36 @@ struct Dense {
     }
 };
 
-// The A CSR matrices, read where the caller keeps them: row s of matrix a is P(. | s, a).
-template <typename I, typename T>
-struct Csr {
-    std::vector<const I*> ip, ix;
-    std::vector<const T*> d;
-
-    double dot(int64_t a, int64_t s, const double* V) const {
-        const I* idx = ix[a];
-        const T* val = d[a];
-        int64_t k = ip[a][s];
-        const int64_t end = ip[a][s + 1];
-        // the CSR arrays stream through once per sweep: fetch them non-temporally so they
-        // do not evict V (the gather target) from the shared L3
-        __builtin_prefetch(val + k + 64, 0, 0);
-        __builtin_prefetch(idx + k + 128, 0, 0);
-        double t0 = 0.0, t1 = 0.0;  // two partial sums: halves the dependent add chain
-        for (; k + 1 < end; k += 2) {
-            t0 += static_cast<double>(val[k]) * V[idx[k]];
-            t1 += static_cast<double>(val[k + 1]) * V[idx[k + 1]];
+// Backs up states [lo, hi) from `cur` into `nxt` (the same array for Gauss-Seidel: a state
+// then reads the new values of the states before it) and returns the largest change. Out of
+// line on purpose: inlined into the sweep driver, register pressure spilled the inner loop's
+// column indices to the stack (seen in objdump; the "code generation" gap of the sparse sweep).
+template <bool Fixed, class Matrix>
+__attribute__((noinline)) double backup_states(const Matrix& P, int64_t lo, int64_t hi,
+                                               int64_t A, const double* R, double gamma,
+                                               const double* cur, double* nxt, int64_t* policy) {
+    double change = 0.0;
+    for (int64_t s = lo; s < hi; ++s) {
+        const double* r = R + s * A;
+        double best;
+        int64_t arg;
+        if (Fixed) {
+            arg = policy[s];
+            best = r[arg] + gamma * P.dot(s, arg, cur);
+        } else {
+            best = -std::numeric_limits<double>::infinity();
+            arg = 0;
+            for (int64_t a = 0; a < A; ++a) {
+                const double q = r[a] + gamma * P.dot(s, a, cur);
+                if (q > best) { best = q; arg = a; }
+            }
         }
-        if (k < end) t0 += static_cast<double>(val[k]) * V[idx[k]];
-        return t0 + t1;
+        change = std::max(change, std::abs(best - cur[s]));
+        nxt[s] = best;
+        if (!Fixed) policy[s] = arg;
     }
-};
+    return change;
+}
 
 // Backs up state s over its actions (only policy[s] when fixed); `q_of(a)` is the expected
 // next value of (s, a).
@@ -270,49 +279,52 @@ int64_t value_iteration_dense(Exact<T> P, Arr<double> R, double gamma, Exact<dou
     });
 }
 
-template <typename I, typename T>
-int64_t value_iteration_sparse(std::vector<Exact<I>> indptr, std::vector<Exact<I>> indices,
-                               std::vector<Exact<T>> data, Arr<double> R, double gamma,
-                               Exact<double> V, Exact<double> scratch, Exact<int64_t> policy,
-                               bool fixed, bool gauss_seidel_order, double tol, int64_t max_iter,
-                               Exact<double> residuals) {
-    const int64_t A = static_cast<int64_t>(indptr.size()), S = V.size();
-    if (A < 1 || indices.size() != indptr.size() || data.size() != indptr.size() || R.size() != S * A)
-        throw std::invalid_argument("value_iteration_sparse: A indptr, indices and data arrays, R (S, A)");
-    Csr<I, T> P;
-    double nnz = 0.0;
-    for (int64_t a = 0; a < A; ++a) {
-        if (indptr[a].size() != S + 1) throw std::invalid_argument("value_iteration_sparse: indptr needs S + 1 entries");
-        P.ip.push_back(indptr[a].data());
-        P.ix.push_back(indices[a].data());
-        P.d.push_back(data[a].data());
-        nnz += static_cast<double>(indptr[a].data()[S]);
-    }
+// indptr (S*A + 1,), indices, data: the state-major CSR (mdp_layout.hpp); R (S, A).
+template <typename J, typename T>
+int64_t value_iteration_sparse(Exact<J> indptr, Exact<J> indices, Exact<T> data, Arr<double> R,
+                               double gamma, Exact<double> V, Exact<double> scratch,
+                               Exact<int64_t> policy, bool fixed, bool gauss_seidel_order,
+                               double tol, int64_t max_iter, Exact<double> residuals) {
+    const int64_t S = V.size();
+    if (R.ndim() != 2 || R.shape(0) != S || R.shape(1) < 1 || indptr.ndim() != 1 ||
+        indptr.size() != S * R.shape(1) + 1)
+        throw std::invalid_argument("value_iteration_sparse: R (S, A) and a state-major indptr of S*A + 1 entries");
+    const int64_t A = R.shape(1);
     const Buffers b = buffers(S, max_iter, V, scratch, policy, residuals);
-    const double* r = R.data();
     int64_t* pol = b.policy;
+    if (fixed)
+        for (int64_t s = 0; s < S; ++s)
+            if (pol[s] < 0 || pol[s] >= A) throw std::invalid_argument("value_iteration_sparse: policy outside [0, A)");
+    using U = typename Csr<J, T>::U;
+    const uint64_t last = std::min<uint64_t>(static_cast<uint64_t>(std::max<int64_t>(S, 1) - 1),
+                                             std::numeric_limits<U>::max());
+    const Csr<J, T> P{indptr.data(), indices.data(), data.data(),
+                      std::min<int64_t>(indices.size(), data.size()), A, static_cast<U>(last)};
+    const double nnz = static_cast<double>(P.nnz);
+    const double* r = R.data();
     py::gil_scoped_release release;
-    if (gauss_seidel_order)
-        return gauss_seidel(S, max_iter, tol, b.res, b.V, pol, fixed,
-                            [&](int64_t s, const double* Vc, double& v, int64_t& arg) {
-                                backup(s, A, r, gamma, pol, fixed, [&](int64_t a) { return P.dot(a, s, Vc); }, v, arg);
-                            });
+    auto states = [&](int64_t lo, int64_t hi, const double* cur, double* nxt) {
+        return fixed ? backup_states<true>(P, lo, hi, A, r, gamma, cur, nxt, pol)
+                     : backup_states<false>(P, lo, hi, A, r, gamma, cur, nxt, pol);
+    };
+    if (gauss_seidel_order) {  // in place, state after state
+        for (int64_t it = 0; it < max_iter; ++it) {
+            b.res[it] = states(0, S, b.V, b.V);
+            if (b.res[it] < tol) return it + 1;
+        }
+        return max_iter;
+    }
     const int nt = threads_for(fixed ? nnz / A + S : nnz + S, mdp::SPARSE_GRAIN);
-    const int64_t chunk = chunk_of(S, nt);
+    const int64_t chunk = chunk_of(S, nt), chunks = (S + chunk - 1) / chunk;
     return jacobi(nt, S, max_iter, tol, b.res, b.V, b.scratch, [&](const double* cur, double* nxt) {
         double local = 0.0;
-#pragma omp for schedule(dynamic, chunk) nowait
-        for (int64_t s = 0; s < S; ++s) {
-            double v;
-            int64_t arg;
-            backup(s, A, r, gamma, pol, fixed, [&](int64_t a) { return P.dot(a, s, cur); }, v, arg);
-            local = std::max(local, std::abs(v - cur[s]));
-            nxt[s] = v;
-            if (!fixed) pol[s] = arg;
-        }
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t c = 0; c < chunks; ++c)
+            local = std::max(local, states(c * chunk, std::min(S, (c + 1) * chunk), cur, nxt));
         return local;
     });
 }
+
 
 }  // namespace
 
@@ -330,6 +342,10 @@ PYBIND11_MODULE(mdp, m) {
     m.def("check_csr", &mdp::check_csr<int32_t, double>);
     m.def("check_csr", &mdp::check_csr<int64_t, float>);
     m.def("check_csr", &mdp::check_csr<int64_t, double>);
+    m.def("state_major_csr", &mdp::state_major_csr<int32_t, float>);
+    m.def("state_major_csr", &mdp::state_major_csr<int32_t, double>);
+    m.def("state_major_csr", &mdp::state_major_csr<int64_t, float>);
+    m.def("state_major_csr", &mdp::state_major_csr<int64_t, double>);
     m.def("td_control", &mdp::td_control);
     m.def("bellman_backup_sparse", &mdp::bellman_backup_sparse);
 }

@@ -14,12 +14,14 @@ SOLVE_DENSE = Kernel("mdp", "value_iteration_dense", ("python", "numba", "cpp", 
 SOLVE_SPARSE = Kernel("mdp", "value_iteration_sparse", ("python", "numba", "cpp", "cuda"))
 CHECK_DENSE = Kernel("mdp", "check_dense", ("python", "numba", "cpp"))
 CHECK_CSR = Kernel("mdp", "check_csr", ("python", "numba", "cpp"))
+# the model's check pass fused with writing the state-major CSR (pyml._mdp_model)
+STATE_MAJOR_CSR = Kernel("mdp", "state_major_csr", ("cpp",))
 TD_CONTROL = Kernel("mdp", "td_control", ("python", "numba", "cpp"))
 
-# numba and cuda read one action-major CSR (row a*S + s) built once per model: Numba cannot
-# index a list of arrays without a per-access cost, and the GPU needs a device copy anyway.
-# python and cpp read the caller's A matrices in place.
-STACKED_CSR = ("numba", "cuda")
+# cpp and numba read the model's state-major CSR (row s*A + a: a state's actions adjacent, one
+# forward stream per sweep, written by the check pass); cuda an action-major CSR (row a*S + s)
+# copied to the device once; python the caller's A matrices in place.
+STATE_MAJOR = ("numba", "cpp")
 CHUNK = 10_000  # sweeps per kernel call (the residual buffer of one call)
 
 
@@ -44,7 +46,10 @@ def solve(model, backend: str, gamma: float, V0, tol: float, max_iter: int, gaus
     fixed = policy is not None
     pol = xp.array(policy, dtype=xp.int64, copy=True) if fixed else xp.zeros(model.S, xp.int64)
     if m.sparse:
-        indptr, indices, data = m.stacked() if backend in STACKED_CSR else m.csr
+        if backend in STATE_MAJOR:
+            indptr, indices, data = m.state_major()
+        else:
+            indptr, indices, data = m.stacked() if backend == "cuda" else m.csr
         kernel = SOLVE_SPARSE.get(backend)
         run = lambda k, buf: kernel(indptr, indices, data, m.R, gamma, V, scratch, pol, fixed,
                                     gauss_seidel, tol, k, buf)

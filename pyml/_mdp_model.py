@@ -4,10 +4,12 @@
 
 Full-size copies of P made while building a model (the documented budget, tested):
 - dense float32/float64 C-contiguous P: none (other dtypes or strides: one conversion);
-- CSR matrices with float32/float64 data and the same index dtype in indptr and indices
-  (what scipy.sparse builds): none; other formats, dtypes or mixed index dtypes: one
-  conversion of the matrices concerned. The numba and cuda backends read one action-major
-  CSR built on first use and kept on the model (one more copy, once).
+- CSR matrices: one, the state-major CSR the cpp and numba kernels read (row s*A + a =
+  P(. | s, a), a state's actions adjacent), written by the same compiled pass that checks
+  the matrices; int32 indices where S and the entry count fit (exact), probabilities in the
+  caller's dtype (float64 unless every matrix is float32). Other formats, data dtypes or mixed
+  index dtypes: one more conversion of the matrices concerned. The python backend reads the
+  caller's matrices in place; the cuda backend an action-major CSR built on first use.
 The model keeps references to the caller's arrays: do not modify P while it is in use.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import is_cupy
-from ._mdp_driver import CHECK_CSR, CHECK_DENSE
+from ._mdp_driver import CHECK_CSR, CHECK_DENSE, STATE_MAJOR_CSR
 from ._validation import check_array
 from .kernels.cuda import cupy
 
@@ -28,7 +30,8 @@ INT32_MAX = np.iinfo(np.int32).max
 @dataclass
 class Model:
     """A validated MDP: dense P (A, S, S), or A CSR matrices ``csr = (indptr, indices, data)``
-    (tuples of A arrays, row s of matrix a = P(. | s, a)); R (S, A) expected reward."""
+    (tuples of A arrays, row s of matrix a = P(. | s, a)) and their state-major CSR ``layout``
+    = (indptr (S*A + 1,), indices, data), row s*A + a = P(. | s, a); R (S, A) expected reward."""
 
     S: int
     A: int
@@ -36,6 +39,7 @@ class Model:
     dtype: np.dtype                     # dtype of P (float32 P halves the bytes per sweep)
     P: Any = None
     csr: tuple | None = None
+    layout: tuple | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -48,6 +52,13 @@ class Model:
 
         indptr, indices, data = (x[a] for x in self.csr)
         return sp.csr_matrix((data, indices, indptr), shape=(self.S, self.S), copy=False)
+
+    def state_major(self):
+        """The state-major CSR (indptr, indices, data) the cpp and numba kernels read: built by
+        the check pass, or here with NumPy where no compiled builder is available."""
+        if self.layout is None:
+            self.layout = _state_major_numpy(*self.csr, self.S)
+        return self.layout
 
     def stacked(self):
         """One action-major CSR (indptr over A*S rows, int64) for the numba and cuda kernels,
@@ -178,9 +189,52 @@ def _dense_P_gpu(P):
     return P
 
 
-def sparse_P(mats) -> tuple[int, np.dtype, tuple]:
+def _state_major_numpy(indptr, indices, data, S: int):
+    """The state-major CSR of checked matrices, by NumPy (used only without the cpp backend)."""
+    A = len(indptr)
+    counts = np.stack([np.diff(p.astype(np.int64)) for p in indptr], axis=1)  # (S, A)
+    ip = np.zeros(S * A + 1, np.int64)
+    np.cumsum(counts.ravel(), out=ip[1:])
+    starts = ip[:-1].reshape(S, A)
+    ix = np.empty(int(ip[-1]), indices[0].dtype)
+    d = np.empty(int(ip[-1]), data[0].dtype)
+    for a in range(A):
+        n = int(indptr[a][-1])
+        dest = np.repeat(starts[:, a] - indptr[a][:-1], counts[:, a]) + np.arange(n)
+        ix[dest] = indices[a][:n]
+        d[dest] = data[a][:n]
+    return ip, ix, d
+
+
+def _check_and_lay_out(indptr, indices, data, S: int, tol: float):
+    """One compiled pass: check every matrix and write the state-major CSR; on a failure the
+    per-matrix check says what is wrong where. None when no compiled builder is available
+    (the matrices are then checked here and laid out on first use)."""
+    be = STATE_MAJOR_CSR.resolve("auto")
+    ok = False
+    if be in STATE_MAJOR_CSR.backends:
+        build = STATE_MAJOR_CSR.get(be)
+        ok, ip, ix, d = build(list(indptr), list(indices), list(data), S, tol)
+        if ok:
+            return ip, ix, d
+    check = _checker(CHECK_CSR)
+    for a in range(len(indptr)):
+        _refuse_csr(check(indptr[a], indices[a], data[a], S, tol), a, S,
+                    min(indices[a].size, data[a].size), tol)
+    if be not in STATE_MAJOR_CSR.backends:
+        return None
+    # every row passed check_csr: only a sum on the tolerance's edge, summed in another
+    # order, can have failed the fused pass; lay out without the sum test
+    ok, ip, ix, d = build(list(indptr), list(indices), list(data), S, float("inf"))
+    if not ok:
+        raise RuntimeError("pyml: the state-major CSR check disagrees with check_csr (a bug)")
+    return ip, ix, d
+
+
+def sparse_P(mats) -> tuple[int, np.dtype, tuple, tuple | None]:
     """A list of A scipy.sparse (S, S) matrices as CSR arrays in the kernels' dtypes, checked
-    in one pass each; returns (S, dtype, (indptr, indices, data))."""
+    in one compiled pass that also writes their state-major CSR; returns
+    (S, dtype, (indptr, indices, data), state-major (indptr, indices, data) or None)."""
     import scipy.sparse as sp
 
     if len(mats) == 0:
@@ -212,11 +266,8 @@ def sparse_P(mats) -> tuple[int, np.dtype, tuple]:
     indices = tuple(np.ascontiguousarray(m.indices, dtype=itype) for m in csr)
     data = tuple(np.ascontiguousarray(m.data, dtype=dtype) for m in csr)
     tol = row_tolerance(dtype, S)
-    check = _checker(CHECK_CSR)
-    for a in range(len(csr)):
-        _refuse_csr(check(indptr[a], indices[a], data[a], S, tol), a, S,
-                    min(indices[a].size, data[a].size), tol)
-    return S, dtype, (indptr, indices, data)
+    layout = _check_and_lay_out(indptr, indices, data, S, tol)
+    return S, dtype, (indptr, indices, data), layout
 
 
 def expected_reward(R: Any, S: int, A: int, model: Model, check_finite: bool):
@@ -252,8 +303,8 @@ def build(P: Any, R: Any, check_finite: bool = True) -> Model:
         raise TypeError("P must be a dense (A, S, S) array or a list of A sparse (S, S) matrices, "
                         "got a single sparse matrix")
     if isinstance(P, (list, tuple)) and any(sp.issparse(m) for m in P):
-        S, dtype, csr = sparse_P(P)
-        model = Model(S, len(csr[0]), None, dtype, csr=csr)
+        S, dtype, csr, layout = sparse_P(P)
+        model = Model(S, len(csr[0]), None, dtype, csr=csr, layout=layout)
     else:
         Pd = dense_P(P)
         model = Model(Pd.shape[1], Pd.shape[0], None, Pd.dtype, P=Pd)

@@ -2,7 +2,8 @@
 
 Bellman optimality backup (Sutton & Barto 2018, section 4.4, eq. 4.10):
 V(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')]. API layer: argument checks, then the
-model (:mod:`pyml._mdp_model`: one compiled check pass, no copy of P) and the shared driver
+model (:mod:`pyml._mdp_model`: one compiled check pass; dense P read in place, sparse P laid
+out state-major by that same pass) and the shared driver
 (:mod:`pyml._mdp_driver`), which runs sweeps and stopping test in one kernel call.
 """
 from __future__ import annotations
@@ -127,7 +128,9 @@ def value_iteration(P: Any, R: Any, gamma: float, epsilon: float = 1e-6, max_ite
     P : ndarray (A, S, S) (or nested lists), list of A scipy.sparse (S, S), or an :class:`MDP`
         P[a][s, s'] = P(s' | s, a). float32 P is read as float32 (half the bytes per
         sweep); sums are accumulated in float64 on every backend. Checked in one compiled
-        pass (finite, >= 0, rows sum to 1, CSR structure) and read in place, not copied.
+        pass (finite, >= 0, rows sum to 1, CSR structure); dense P is read in place, sparse P
+        copied once by that pass into a state-major CSR (a state's actions adjacent; int32
+        indices where they fit, values in their own precision), kept on an :class:`MDP`.
     R : ndarray (S, A), (S,) or (A, S, S), or None when P is an MDP
         Reward; (A, S, S) is reduced once to the expected reward.
     gamma : float in [0, 1]; gamma=1 needs ``max_iter``.

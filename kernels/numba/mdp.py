@@ -1,4 +1,4 @@
-# Value iteration / policy evaluation to convergence, V'(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')] (dense (A,S,S), action-major CSR), one-pass model checks, Q-learning/SARSA episodes.
+# Value iteration / policy evaluation to convergence, V'(s) = max_a [R(s,a) + gamma sum_s' P(s'|s,a) V(s')] (dense (A,S,S), state-major CSR), one-pass model checks, Q-learning/SARSA episodes.
 # Fast: the sweep loop and stopping test compiled (no per-sweep Python round trip), max over actions fused so each sweep reads P once, prange over states above the grain size (serial below it), float64 accumulation, serial in-place Gauss-Seidel.
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _sparse_state(indptr, indices, data, A, S, R, gamma, V, policy, fixed, s):
     lo, hi = (policy[s], policy[s] + 1) if fixed else (0, A)
     best, arg = -np.inf, lo
     for a in range(lo, hi):
-        row = a * S + s
+        row = s * A + a
         total = 0.0
         for k in range(indptr[row], indptr[row + 1]):
             total += data[k] * V[indices[k]]
@@ -106,7 +106,8 @@ def value_iteration_dense(P, R, gamma, V, scratch, policy, fixed, gauss_seidel, 
 @njit(parallel=True, fastmath=False, cache=True)
 def value_iteration_sparse(indptr, indices, data, R, gamma, V, scratch, policy, fixed,
                            gauss_seidel, tol, max_iter, residuals):
-    """:func:`value_iteration_dense` on the action-major CSR: row a*S + s holds P(. | s, a)."""
+    """:func:`value_iteration_dense` on the state-major CSR: row s*A + a holds P(. | s, a)
+    (a state's actions adjacent, so a sweep reads the arrays in one forward stream)."""
     S = V.shape[0]
     A = R.shape[1]
     parallel = data.shape[0] // (A if fixed else 1) + S >= 2 * SPARSE_GRAIN
