@@ -61,11 +61,13 @@ def _dask_runner(label, kind, workers, make_fit, X, per_iter_result_bytes):
     """``make_fit(Xd)`` -> a callable fitting on the persisted dask array Xd."""
     def prepare():
         import dask.array as da
+        from distributed import wait
 
         client = _client(workers)
         Xd = da.from_array(X, chunks=(max(1, len(X) // (4 * workers)), X.shape[1]))
-        Xd = client.persist(Xd)
         client.wait_for_workers(workers)
+        Xd = client.persist(Xd)
+        wait(Xd)  # the chunks in the workers' memory before anything is timed
         fit = make_fit(Xd)
         before = _transferred(client)
         fit()
@@ -85,6 +87,12 @@ def _kmeans_case(size, backends, peers):
     def result_bytes(Xd):  # per chunk: sums k x d + counts k (float64); centres out to each
         return 8.0 * (k * d + k + 1) * Xd.numblocks[0] + 4.0 * k * d * Xd.numblocks[0]
 
+    def task_bytes(Xd):  # pyml.dask: the same per task, one task per worker thread
+        from pyml.dask._placement import ChunkTasks
+
+        tasks = len(ChunkTasks(Xd).groups())
+        return 8.0 * (k * d + k + 1) * tasks + 4.0 * k * d * tasks
+
     def pyml_fit(Xd):
         return lambda: pyml.dask.KMeans(k, init=C0, max_iter=ITERS, tol=0).fit(Xd)
 
@@ -97,8 +105,8 @@ def _kmeans_case(size, backends, peers):
     def in_memory():
         return lambda: pyml.KMeans(k, init=C0, n_init=1, max_iter=ITERS, tol=0).fit(X)
 
-    runners = [_dask_runner("pyml.dask (2 workers)", "pyml", 2, pyml_fit, X, result_bytes),
-               _dask_runner("pyml.dask (1 worker)", "pyml", 1, pyml_fit, X, result_bytes),
+    runners = [_dask_runner("pyml.dask (2 workers)", "pyml", 2, pyml_fit, X, task_bytes),
+               _dask_runner("pyml.dask (1 worker)", "pyml", 1, pyml_fit, X, task_bytes),
                Runner("pyml.KMeans in memory", "pyml", in_memory, note="one process, 2 threads")]
     if (peers is None or "dask-ml" in peers) and importlib.util.find_spec("dask_ml"):
         runners.insert(1, _dask_runner("dask-ml (2 workers)", "peer", 2, dask_ml_fit, X,

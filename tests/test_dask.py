@@ -334,3 +334,70 @@ def test_value_iteration_bad_input(client):
         pdask.value_iteration(P[0], R, 0.9)
     with pytest.raises(ValueError, match="same row blocks"):
         pdask.value_iteration([[P[0][:10], P[0][10:]], [P[1]], [P[2]]], R, 0.9)
+
+
+# ----------------------------------------------------------------------------- persisted chunks
+def test_kmeans_persisted_one_task_per_worker_thread(client):
+    from pyml.dask._placement import ChunkTasks
+
+    X = _blobs(n=900, k=5, seed=13)
+    Xd = client.persist(da.from_array(X, chunks=((1, 99) + (100,) * 8, X.shape[1])))
+    distributed.wait(Xd)
+    plan = ChunkTasks(Xd)
+    groups = plan.groups()
+    held = client.has_what()
+    nthreads = client.nthreads()
+    assert sorted(i for idx, _ in groups for i in idx) == list(range(Xd.numblocks[0]))
+    # every group's chunks lie on its worker; at most one group per thread of a worker
+    keys = [b.key for b in plan.blocks]
+    for idx, worker in groups:
+        assert worker is not None and all(keys[i] in held[worker] for i in idx)
+    for w in nthreads:
+        assert sum(g[1] == w for g in groups) <= nthreads[w]
+    C0 = X[[0, 150, 300, 450, 600]].copy()
+    ours = pdask.KMeans(5, init=C0, max_iter=50).fit(Xd)
+    local = pyml.KMeans(5, init=C0, n_init=1, max_iter=50).fit(X)
+    np.testing.assert_allclose(ours.cluster_centers_, local.cluster_centers_, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(ours.labels_.compute(), local.labels_)
+    assert ours.inertia_ == pytest.approx(local.inertia_, rel=1e-12)
+
+
+def test_kmeans_persisted_survives_a_worker_killed_mid_fit(client, monkeypatch):
+    import pyml.dask.kmeans as mod
+
+    X = _blobs(n=2000, k=4, seed=17)
+    C0 = X[[0, 1, 2, 3]].copy()
+    Xd = client.persist(da.from_array(X, chunks=200))  # chunks on both workers, with lineage
+    distributed.wait(Xd)
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    killed = []
+
+    class KillingBar:
+        def update(self, n=1):
+            if not killed:  # the chunks held by the victim are recomputed from lineage
+                killed.append(victim)
+                _kill(client, victim)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(mod, "progress", lambda *a, **k: KillingBar())
+    ours = pdask.KMeans(4, init=C0, tol=0, max_iter=6).fit(Xd)
+    local = pyml.KMeans(4, init=C0, n_init=1, tol=0, max_iter=6).fit(X)
+    assert killed
+    np.testing.assert_allclose(ours.cluster_centers_, local.cluster_centers_, atol=1e-12)
+    np.testing.assert_array_equal(ours.labels_.compute(), local.labels_)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_kmeans_persisted_kmeans_parallel_init_and_empty_cluster(client):
+    X = _blobs(n=800, k=4, seed=19)
+    Xd = client.persist(da.from_array(X, chunks=130))
+    ours = pdask.KMeans(4, random_state=0).fit(Xd)
+    lazy = pdask.KMeans(4, random_state=0).fit(da.from_array(X, chunks=130))
+    # the same seeded draws per chunk whether chunks are grouped per worker or not
+    np.testing.assert_allclose(ours.cluster_centers_, lazy.cluster_centers_, rtol=0, atol=1e-12)
+    C0 = np.vstack([X[:3], np.full((1, X.shape[1]), 1e3)])  # an empty cluster to refill
+    got = pdask.KMeans(4, init=C0).fit(Xd)
+    want = pyml.KMeans(4, init=C0, n_init=1).fit(X)
+    np.testing.assert_allclose(got.cluster_centers_, want.cluster_centers_, atol=1e-12)

@@ -19,63 +19,13 @@ from .. import kmeans_assign, kmeans_plusplus
 from .._backend import _check_backend_name
 from .._validation import check_int, check_random_state, check_scalar
 from ..kmeans import KMeans as _LocalKMeans
-from ._common import as_dask_rows, progress, tree_sum
+from . import _kmeans_tasks as tasks
+from ._common import as_dask_rows, progress
+from ._placement import ChunkTasks
 
 __all__ = ["KMeans"]
 
 _ROUNDS = 5  # k-means|| rounds; Bahmani et al. find ~5 rounds enough for l ~ 2k
-
-
-# ----------------------------------------------------------------------------- chunk tasks
-def _chunk_check(block: np.ndarray, index: int) -> None:
-    if not np.isfinite(block).all():
-        bad = np.argwhere(~np.isfinite(block))[0]
-        raise ValueError(f"X chunk {index} holds a non-finite value at row {int(bad[0])} of the "
-                         f"chunk, column {int(bad[1])}; k-means needs finite data")
-
-
-def _chunk_stats(block: np.ndarray, C: np.ndarray, backend: str | None):
-    """(sums (k, d) float64, weights (k,), inertia, labels, dist) of one chunk for centres C."""
-    labels, dist = kmeans_assign(block, C, backend=backend)
-    k, n = C.shape[0], block.shape[0]
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    # one-hot(labels)^T @ block as a sparse product: one pass over the chunk
-    from scipy import sparse
-
-    onehot = sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
-    sums = np.asarray(onehot @ block.astype(np.float64, copy=False))
-    return sums, counts, float(dist.astype(np.float64).sum()), labels, dist
-
-
-def _partial(block, C, backend, index, check):
-    if check:
-        _chunk_check(block, index)
-    sums, counts, inertia, _, _ = _chunk_stats(block, C, backend)
-    return {"sums": sums, "counts": counts, "inertia": inertia}
-
-
-def _farthest(block, C, backend, offset, m):
-    """The m points of a chunk farthest from their centre: (dist, global index, label, row)."""
-    labels, dist = kmeans_assign(block, C, backend=backend)
-    order = np.lexsort((np.arange(dist.size), -dist.astype(np.float64)))[:m]
-    return [(float(dist[j]), offset + int(j), int(labels[j]), block[j].copy()) for j in order]
-
-
-def _min_dist(block, C, backend, index, check):
-    if check:
-        _chunk_check(block, index)
-    return float(kmeans_assign(block, C, backend=backend)[1].astype(np.float64).sum())
-
-
-def _oversample(block, C, backend, phi, ell, seed):
-    _, dist = kmeans_assign(block, C, backend=backend)
-    u = np.random.default_rng(seed).random(block.shape[0])
-    return block[u < ell * dist.astype(np.float64) / phi].copy()
-
-
-def _candidate_weights(block, C, backend):
-    labels, _ = kmeans_assign(block, C, backend=backend)
-    return np.bincount(labels, minlength=C.shape[0]).astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -116,9 +66,7 @@ class KMeans:
         self.show_progress = show_progress
 
     # ------------------------------------------------------------------ init
-    def _init(self, X, blocks, k: int, rng: np.random.Generator) -> np.ndarray:
-        import dask
-
+    def _init(self, X, chunks: ChunkTasks, k: int, rng: np.random.Generator) -> np.ndarray:
         init = self.init
         if not isinstance(init, str):
             C = np.array(init, dtype=X.dtype)
@@ -138,23 +86,22 @@ class KMeans:
         b = self.backend
         C = np.asarray(X[int(rng.integers(X.shape[0]))].compute())[None, :]
         ell = float(self.oversampling_factor) * k
-        phi = sum(dask.compute(*[dask.delayed(_min_dist)(blk, C, b, i, True)
-                                 for i, blk in enumerate(blocks)]))
+        phi = chunks.sum(tasks.min_dist, C, b, True, name="kmeans-phi")
         for _ in range(_ROUNDS):
             if not phi > 0:
                 break
-            seeds = rng.integers(0, 2**63 - 1, size=len(blocks))
-            picked = dask.compute(*[dask.delayed(_oversample)(blk, C, b, phi, ell, int(s))
-                                    for blk, s in zip(blocks, seeds)])
-            new = [p for p in picked if p.shape[0]]
+            seeds = rng.integers(0, 2**63 - 1, size=len(chunks.blocks))
+            picked = chunks.gather(tasks.oversample, C, b, phi, ell, seeds,
+                                   name="kmeans-oversample")
+            new = [rows for _, rows in sorted((p for part in picked for p in part),
+                                              key=lambda p: p[0]) if rows.shape[0]]
             if new:
                 C = np.vstack([C] + new)
-            phi = sum(dask.compute(*[dask.delayed(_min_dist)(blk, C, b, i, False)
-                                     for i, blk in enumerate(blocks)]))
+            phi = chunks.sum(tasks.min_dist, C, b, False, name="kmeans-phi")
         if C.shape[0] < k:  # too few candidates (tiny or duplicated data): add random rows
             extra = np.sort(rng.choice(X.shape[0], size=k - C.shape[0], replace=False))
             C = np.vstack([C, np.asarray(X[extra].compute())])
-        w = tree_sum([dask.delayed(_candidate_weights)(blk, C, b) for blk in blocks]).compute()
+        w = chunks.sum(tasks.candidate_weights, C, b, name="kmeans-weights")
         if C.shape[0] == k:
             return C
         seeds = kmeans_plusplus(C, k, sample_weight=np.maximum(w, 1e-12), random_state=rng)[0]
@@ -165,8 +112,6 @@ class KMeans:
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None) -> "KMeans":
         """Cluster the rows of ``X`` (a dask array chunked by rows, or anything array-like)."""
-        import dask
-
         X = as_dask_rows(X, "X")
         n, d = X.shape
         k = check_int(self.n_clusters, "n_clusters", min_value=1)
@@ -181,22 +126,20 @@ class KMeans:
         if self.backend is not None:
             _check_backend_name(self.backend)
         rng = check_random_state(self.random_state)
-        blocks = list(X.to_delayed().ravel())
-        offsets = np.concatenate([[0], np.cumsum(X.chunks[0])])[:-1]
-        # scikit-learn's tolerance: relative to the mean per-feature variance of X
-        tol = float(X.var(axis=0).mean().compute()) * float(self.tol) if self.tol else 0.0
-        C = self._init(X, blocks, k, rng)
+        chunks = ChunkTasks(X)  # one task per worker thread over its chunks, where persisted
+        offsets = np.concatenate([[0], np.cumsum(X.chunks[0])])[:-1].astype(np.int64)
+        C = self._init(X, chunks, k, rng)
         b = self.backend
         converged, n_iter = False, max_iter
         bar = progress(max_iter, "pyml.dask.KMeans", self.show_progress)
         for it in range(max_iter):
-            Cd = dask.delayed(C)  # one key for the centres, shared by every chunk's task
-            parts = [dask.delayed(_partial)(blk, Cd, b, i, it == 0) for i, blk in enumerate(blocks)]
-            tot = tree_sum(parts).compute()
+            tot = chunks.sum(tasks.lloyd_stats, C, b, it == 0, name="kmeans-lloyd")
+            if it == 0:  # scikit-learn's tolerance: relative to the mean per-feature variance
+                tol = tasks.mean_variance(tot, n) * float(self.tol)
             sums, counts = tot["sums"], tot["counts"]
             empty = np.flatnonzero(counts == 0)
             if empty.size:
-                self._relocate(blocks, offsets, Cd, C, empty, sums, counts)
+                self._relocate(chunks, offsets, C, empty, sums, counts)
             safe = np.where(counts > 0, counts, 1.0)
             C_new = np.where((counts > 0)[:, None], sums / safe[:, None], C).astype(X.dtype)
             shift = float(((C_new.astype(np.float64) - C) ** 2).sum())
@@ -206,9 +149,7 @@ class KMeans:
                 converged, n_iter = True, it + 1
                 break
         bar.close()
-        Cd = dask.delayed(C)
-        final = tree_sum([dask.delayed(_partial)(blk, Cd, b, i, False)
-                          for i, blk in enumerate(blocks)]).compute()
+        final = chunks.sum(tasks.lloyd_stats, C, b, False, name="kmeans-inertia")
         self.cluster_centers_ = C
         self.inertia_ = float(final["inertia"])
         self.n_iter_ = n_iter
@@ -217,14 +158,11 @@ class KMeans:
         self.labels_ = self.predict(X)
         return self
 
-    def _relocate(self, blocks, offsets, Cd, C, empty, sums, counts) -> None:
+    def _relocate(self, chunks, offsets, C, empty, sums, counts) -> None:
         """pyml's empty-cluster rule: the empty clusters (ascending) take the points farthest
         from their centre (distance desc, index asc), moving them out of their own cluster."""
-        import dask
-
         m = int(empty.size)
-        cands = dask.compute(*[dask.delayed(_farthest)(blk, Cd, self.backend, int(off), m)
-                               for blk, off in zip(blocks, offsets)])
+        cands = chunks.gather(tasks.farthest, C, self.backend, m, offsets, name="kmeans-farthest")
         best = sorted((c for part in cands for c in part), key=lambda t: (-t[0], t[1]))[:m]
         for cluster, (_, _, label, row) in zip(empty, best):
             x = row.astype(np.float64)
