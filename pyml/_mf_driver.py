@@ -225,18 +225,26 @@ def als_fit(backend: str, Rui: CSRArrays, X, Y, *, reg: float, alpha: float, ite
     return X, Y, losses
 
 
+# A fit shorter than this shows no progress bar (tqdm's `delay`), and does not import tqdm
+# (15-50 ms: tqdm reads its version from the package metadata at import).
+BAR_DELAY = 0.25
+
+
+def _progress_bar(total: int, backend: str, done: int):
+    """A tqdm bar with ``done`` of ``total`` iterations already made (None without tqdm)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is cosmetic; tqdm is optional
+        return None
+    return tqdm(total=total, initial=done, desc=f"ALS ({backend})")
+
+
 def _als_iterations(backend, Rui, Riu, X, Y, *, reg, alpha, iterations, cg_steps, implicit, exact,
                     callback, show_progress, compute_loss) -> list[float]:
     kernel = HALF_STEP.get(backend)
     losses: list[float] = []
     bar = None
-    if show_progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=iterations, desc=f"ALS ({backend})")
-        except ImportError:  # progress is cosmetic; tqdm is optional
-            bar = None
+    start = time.perf_counter()
     for it in range(iterations):
         t0 = time.perf_counter()
         half_step(kernel, Rui, Y, X, reg, alpha, cg_steps, implicit, exact)
@@ -253,6 +261,8 @@ def _als_iterations(backend, Rui, Riu, X, Y, *, reg, alpha, iterations, cg_steps
         if compute_loss:
             loss = als_loss(Rui, X, Y, reg, alpha, implicit, backend)
             losses.append(loss)
+        if show_progress and bar is None and time.perf_counter() - start >= BAR_DELAY:
+            bar = _progress_bar(iterations, backend, done=it)
         if bar is not None:
             bar.update(1)
             if loss is not None:

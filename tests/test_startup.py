@@ -63,14 +63,19 @@ def test_import_pyml_imports_no_optional_heavy_module():
         assert heavy not in mods, heavy
 
 
-def test_progress_bar_does_not_import_tqdm_auto():
-    """tqdm.auto imports asyncio and the notebook probe (~50 ms on the first ALS fit)."""
-    out = _fresh("import sys, io, contextlib, pyml, scipy.sparse as sp\n"
-                 "R = sp.random(20, 10, density=0.3, format='csr', random_state=0)\n"
-                 "with contextlib.redirect_stderr(io.StringIO()):\n"
-                 "    pyml.ALS(factors=2, iterations=1, random_state=0, backend='python').fit(R)\n"
-                 "print('tqdm' in sys.modules, 'tqdm.auto' in sys.modules)")
-    assert out.split() == ["True", "False"]
+def test_progress_bar_costs_a_short_fit_nothing():
+    """tqdm's import costs 15-50 ms (tqdm.auto more: asyncio): a fit shorter than BAR_DELAY
+    shows no bar and imports no tqdm; a longer one shows the bar, from tqdm.tqdm."""
+    code = ("import sys, io, contextlib, pyml, scipy.sparse as sp\n"
+            "from pyml import _mf_driver\n"
+            "R = sp.random(20, 10, density=0.3, format='csr', random_state=0)\n"
+            "err = io.StringIO()\n"
+            "_mf_driver.BAR_DELAY = {delay}\n"
+            "with contextlib.redirect_stderr(err):\n"
+            "    pyml.ALS(factors=2, iterations=2, random_state=0, backend='python').fit(R)\n"
+            "print('tqdm' in sys.modules, 'tqdm.auto' in sys.modules, 'ALS (python)' in err.getvalue())")
+    assert _fresh(code.format(delay=60.0)).split() == ["False", "False", "False"]
+    assert _fresh(code.format(delay=0.0)).split() == ["True", "False", "True"]
 
 
 _AFTER_WARMUP = """
