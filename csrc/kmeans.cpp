@@ -1,5 +1,5 @@
 // k-means / k-medians kernels: argmin_i ||x-mu_i||^2 = argmin_i (||mu_i-m||^2 - 2 (x-m).(mu_i-m)) (m = mean of the
-// centres, against cancellation), argmin_i ||x-m_i||_1, weighted centre sums, coordinate medians, greedy k-means++ steps.
+// centres, against cancellation), argmin_i ||x-m_i||_1, weighted centre sums, coordinate medians, greedy k-means++ steps and the whole seeding.
 // Fast: a fused register-blocked kernel (kmeans_fused.hpp) or per-thread SciPy-BLAS sgemm/dgemm on cache-sized
 // tiles + an argmin pass, chosen by shape (use_fused). Sizes are 64-bit throughout.
 #include <pybind11/numpy.h>
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kmeans_fused.hpp"
+#include "kmeans_plusplus.hpp"
 #include "kmeans_seed.hpp"
 #include "kmeans_update.hpp"
 
@@ -318,6 +319,63 @@ py::tuple kmeans_plusplus_step(Arr<T> Xa, Arr<double> wa, Arr<double> D2a, Arr<i
     return py::make_tuple(best, best_pot, out_a);
 }
 
+// The whole greedy k-means++ seeding (kmeans_plusplus.hpp) with the reference's signature: (centers,
+// indices) (+ the potential after each centre); rng.random consumed as the reference does.
+// screen=False: every distance computed (same results; for tests)
+template <typename T>
+py::tuple kmeans_plusplus(Arr<T> Xa, int64_t k, Arr<double> wa, py::object rng, int64_t trials,
+                          bool return_potential, bool screen) {
+    auto X = Xa.request(), w = wa.request();
+    if (X.ndim != 2 || X.shape[0] < 1 || X.shape[1] < 1)
+        throw std::invalid_argument("kmeans_plusplus: X (n, d) with n, d >= 1 expected");
+    const int64_t n = X.shape[0], d = X.shape[1];
+    if (w.ndim != 1 || w.shape[0] != n) throw std::invalid_argument("kmeans_plusplus: w must have shape (n,)");
+    if (k < 1 || k > n) throw std::invalid_argument("kmeans_plusplus: n_clusters must be in [1, n_samples]");
+    if (trials < 1) throw std::invalid_argument("kmeans_plusplus: n_local_trials must be >= 1");
+    const double* wp = static_cast<const double*>(w.ptr);
+    double wsum = 0;
+    for (int64_t j = 0; j < n; ++j) {
+        if (!(wp[j] >= 0.0) || std::isinf(wp[j])) throw std::invalid_argument("kmeans_plusplus: w must be finite and >= 0");
+        wsum += wp[j];
+    }
+    if (!(wsum > 0)) throw std::invalid_argument("kmeans_plusplus: w must have a positive sum");
+    py::object random = rng.attr("random");
+    const T* x = static_cast<const T*>(X.ptr);
+    py::array_t<int64_t> idx_a(k);
+    py::array_t<double> pot_a(k);
+    int64_t* idx = idx_a.mutable_data();
+    double* pot = pot_a.mutable_data();
+    const int64_t total = 1 + (k - 1) * trials;  // uniforms the reference draws
+    int64_t drawn = 0;
+    std::vector<double> buf;
+    size_t pos = 0;
+    auto fetch = [&](int64_t cnt) -> const double* {  // called without the GIL
+        if (pos + (size_t)cnt > buf.size()) {
+            py::gil_scoped_acquire gil;
+            const int64_t want = std::min<int64_t>(total - drawn, std::max<int64_t>(cnt, 1 << 16));
+            Arr<double> u = random(want);
+            if (u.ndim() != 1 || u.shape(0) != want) throw std::invalid_argument("kmeans_plusplus: rng.random(n) must return n values");
+            buf.erase(buf.begin(), buf.begin() + (std::ptrdiff_t)pos);
+            pos = 0;
+            buf.insert(buf.end(), u.data(), u.data() + want);
+            drawn += want;
+        }
+        const double* p = buf.data() + pos;
+        pos += (size_t)cnt;
+        return p;
+    };
+    {
+        py::gil_scoped_release release;
+        kmpp::PlusPlus<T> pp(x, wp, n, d, n * d >= (1 << 15));
+        pp.run(k, trials, screen, fetch, idx, pot);
+    }
+    Arr<T> centers({(py::ssize_t)k, (py::ssize_t)d});
+    T* cp = centers.mutable_data();
+    for (int64_t c = 0; c < k; ++c) std::copy(x + idx[c] * d, x + (idx[c] + 1) * d, cp + c * d);
+    if (return_potential) return py::make_tuple(centers, idx_a, pot_a);
+    return py::make_tuple(centers, idx_a);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(kmeans, m) {
@@ -336,4 +394,8 @@ PYBIND11_MODULE(kmeans, m) {
     m.def("kmedians_update", &kmedians_update<double>);
     m.def("kmeans_plusplus_step", &kmeans_plusplus_step<float>);
     m.def("kmeans_plusplus_step", &kmeans_plusplus_step<double>);
+    m.def("kmeans_plusplus", &kmeans_plusplus<float>, py::arg("X"), py::arg("n_clusters"), py::arg("w"),
+          py::arg("rng"), py::arg("n_local_trials"), py::arg("return_potential") = false, py::arg("screen") = true);
+    m.def("kmeans_plusplus", &kmeans_plusplus<double>, py::arg("X"), py::arg("n_clusters"), py::arg("w"),
+          py::arg("rng"), py::arg("n_local_trials"), py::arg("return_potential") = false, py::arg("screen") = true);
 }

@@ -11,6 +11,8 @@ One driver for every backend; only the kernels differ. Each kernel is declared o
     kmeans_plusplus_step(X, w, D2, candidates) -> (best, potential, D2_new)
         greedy k-means++: the candidate whose addition lowers sum w min(D2, ||x - x_cand||^2)
         the most, that potential and the updated D2 (float64)
+    kmeans_plusplus(X, n_clusters, w, rng, n_local_trials) -> (centers, indices)
+        all the steps above in one call, drawing from rng as the step loop does
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ UPDATE = {
     "manhattan": Kernel("kmeans", "kmedians_update", ("python", "numba", "cpp")),
 }
 PLUSPLUS = Kernel("kmeans", "kmeans_plusplus_step", ("python", "numba", "cpp"))
+# the whole seeding in one call (the reference's signature); one pass over X per step
+SEED = Kernel("kmeans", "kmeans_plusplus", ("python", "cpp"))
+# it keeps (n_local_trials + 1) partial sums per 64 rows: beyond this many trials the step
+# loop below (same picks) keeps the memory at O(n)
+SEED_MAX_TRIALS = 64
 METRICS = tuple(ASSIGN)
 
 
@@ -76,6 +83,9 @@ def plusplus(X, k: int, w: np.ndarray, rng: np.random.Generator, n_local_trials:
     k-means++ of the paper. X is validated (float32/float64, C-contiguous); w float64."""
     Xh = to_numpy(X)  # seeding runs on the host (no cuda kernel: it is O(n k trials d) once)
     b = _paired(PLUSPLUS, ASSIGN["euclidean"].resolve(backend), Xh)
+    if b in SEED.backends and n_local_trials <= SEED_MAX_TRIALS:
+        with single_thread(b):
+            return np.asarray(SEED.get(b)(Xh, k, w, rng, n_local_trials)[1], np.int64)
     step = PLUSPLUS.get(b)
     n = Xh.shape[0]
     idx = np.empty(k, np.int64)

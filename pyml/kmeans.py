@@ -314,7 +314,7 @@ class KMeans(Estimator):
             if best is None or res.inertia < best.inertia:
                 best = res
         labels = to_numpy(best.labels)
-        distinct = int(np.unique(labels).size)
+        distinct = int(np.count_nonzero(np.bincount(labels, minlength=k)))  # O(n), no sort
         if distinct < k:
             warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
                           f"({k}). Possibly due to duplicate points in X.", convergence_warning(),

@@ -336,8 +336,9 @@ def test_configured_backend_is_the_default(backend, monkeypatch):
         pyml.kmeans_plusplus(X, 2, random_state=0)
         pyml.KMeans(2, random_state=0, max_iter=3).fit(X)
     assert calls[0] == ("kmeans_assign", backend)
+    seeding = {"kmeans_plusplus_step": drv.PLUSPLUS, "kmeans_plusplus": drv.SEED}
     for name, b in calls:  # every kernel ran on the configured backend where it has one
-        if backend in getattr(drv, "PLUSPLUS").backends or name != "kmeans_plusplus_step":
+        if name not in seeding or backend in seeding[name].backends:
             if name != "kmeans_update" or backend in drv.UPDATE["euclidean"].backends:
                 assert b == backend, (name, b)
 
@@ -359,7 +360,7 @@ def test_sizes_are_not_narrowed_to_32_bits():
 
     root = Path(__file__).resolve().parents[1]
     for name in ("csrc/kmeans.cpp", "csrc/kmeans_fused.hpp", "csrc/kmeans_seed.hpp",
-                 "csrc/kmeans_update.hpp"):
+                 "csrc/kmeans_update.hpp", "csrc/kmeans_plusplus.hpp"):
         src = (root / name).read_text()
         assert "static_cast<int>" not in src, name
         assert "int d," not in src and "int k," not in src and "int k_" not in src, name

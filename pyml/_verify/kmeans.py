@@ -63,6 +63,14 @@ def checks(backend: str, rng: np.random.Generator) -> list[Row]:
             diff = X - X[cand[rb]]  # the distance in the kernel's dtype, as a plain code has it
             naive = np.minimum(D2, (diff * diff).sum(1).astype(np.float64))
             rows.append(row(f"plusplus D2 {name}", Dn, rD, naive, dt))
+    if backend in drv.SEED.backends and backend != "python":
+        b = drv.SEED.resolve(backend)
+        for dt in (np.float32, np.float64):
+            X = X64.astype(dt)
+            want = ref.kmeans_plusplus(X.astype(np.float64), 6, w, np.random.default_rng(0), 3)[1]
+            with single_thread(b):
+                got = drv.SEED.get(b)(X, 6, w, np.random.default_rng(0), 3)[1]
+            rows.append((f"plusplus seeding {np.dtype(dt).name}", float(np.sum(got != want)), 0.0))
     if not rows:
         raise BackendUnavailableError(f"kmeans has no {backend!r} kernel")
     return rows

@@ -1,0 +1,306 @@
+// Greedy k-means++ seeding, every step in one call (Arthur & Vassilvitskii 2007; the greedy
+// variant of scikit-learn): candidates drawn with probability w D2 / sum w D2, the winner being
+// the candidate of lowest potential phi_q = sum_j w_j min(D2_j, ||x_j - x_q||^2).
+// Fast: one pass over X per step. The previous winner rides in lane 0 of the candidate panel,
+// so D2 is brought up to date by the pass that scores the next candidates (no update pass);
+// phi = sum w D2 - sum w max(0, D2 - dist) per sub-block of SUB rows, and those parts are the
+// cumulative weights the next draws walk (no cumsum over n, no Python, no arrays per step).
+// Screening: ||x||^2 + ||c||^2 - 2 x.c (one FMA per coordinate) with a rounding bound settles
+// most pairs as "no closer than D2"; only rows with an unsettled pair take distances.
+// Included by kmeans.cpp only.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "kmeans_fused.hpp"
+#include "kmeans_seed.hpp"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace kmpp {
+
+template <typename T>
+struct PlusPlus {
+    using V = typename kmfused::VecOf<T>::type;
+    using VD = typename kmseed::DoublesOf<T>::type;
+    static constexpr int W = kmfused::VBYTES / (int)sizeof(T);  // slots per panel (lanes)
+    static constexpr int R = 8;          // rows per micro-step: independent FMA chains
+    static constexpr int64_t SUB = 64;   // rows per partial sum (fixed: same bits for any threads)
+
+    const T* x;
+    const double* w;
+    int64_t n, d, ns;
+    bool parallel;
+    std::vector<double> D2;     // min over the centres applied so far (the last winner: lazily)
+    std::vector<double> wsub;   // per sub-block sum of w (the draw when every w D2 is 0)
+    std::vector<int64_t> slot;  // row of each slot: 0 = previous winner, 1.. = candidates
+    std::vector<V> panel;       // np x d: the slots' values side by side (padding repeats the last)
+    std::vector<V> single;      // d: one row in every lane (the draws' distances)
+    std::vector<VD> part;       // ns x np: per sub-block and slot, sum of w max(0, D2 - dist)
+    std::vector<double> wsd;    // ns: per sub-block, sum of w D2 (after the pass's D2 update)
+    int64_t m = 0, np = 0, first_pos = 0;
+    // screening (pass(..., screen=true)): ||x||^2 + ||c||^2 - 2 x.c >= D2 + margin proves the
+    // pair's difference-form distance >= D2, i.e. min(D2, dist) = D2 without computing it
+    static constexpr double U = std::numeric_limits<T>::epsilon() / 2;  // unit roundoff of T
+    std::vector<T> an2;         // ||x_j||^2 as computed in T
+    std::vector<T> dup;         // D2 rounded up to T (room for the threshold's roundings)
+    std::vector<V> pb2;         // np: ||c||^2 of each slot
+    T K = 0;                    // margin per unit of ||x||^2 + ||c||^2
+    int64_t deferred = 0;       // rows the last screened pass had to compute
+
+    PlusPlus(const T* x_, const double* w_, int64_t n_, int64_t d_, bool par)
+        : x(x_), w(w_), n(n_), d(d_), ns((n_ + SUB - 1) / SUB), parallel(par),
+          D2(n_, std::numeric_limits<double>::infinity()), wsub(ns), single(d_), wsd(ns), an2(n_),
+          dup(n_, std::numeric_limits<T>::infinity()) {
+        for (int64_t b = 0; b < ns; ++b) {
+            double s = 0;
+            for (int64_t j = b * SUB; j < std::min(n, (b + 1) * SUB); ++j)
+                if (w[j] > 0.0) s += w[j];
+            wsub[b] = s;
+        }
+        while (first_pos < n - 1 && !(w[first_pos] > 0.0)) ++first_pos;
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int64_t j = 0; j < n; ++j) {
+            const T* a = x + j * d;
+            T s = 0;
+            for (int64_t t = 0; t < d; ++t) s += a[t] * a[t];
+            an2[j] = s;
+        }
+        // |(a2 + b2 - 2 x.c) - ||x - c||^2| <= (d + 3) u (a + b)^2 (the three sums and two more
+        // roundings) and the difference form is within (d + 3) u ||x - c||^2 <= (d + 3) u (a + b)^2
+        // of the exact value; (a + b)^2 <= 2 (a^2 + b^2); 2x slack for the threshold's roundings
+        K = (T)(2.0 * 2.0 * (2.0 * (double)d + 8.0) * U);
+    }
+
+    void set_D2(int64_t j, double v) {
+        D2[j] = v;
+        const double up = v * (1.0 + 8.0 * U);
+        dup[j] = up <= (double)std::numeric_limits<T>::max() ? (T)up : std::numeric_limits<T>::infinity();
+    }
+
+    // bit l set where a pair must be computed: !(st >= thr) (NaN too) or thr = inf (D2 = inf, or
+    // an overflowed bound, proves nothing)
+    static uint32_t undecided(const V& st, const V& thr) {
+        constexpr T inf = std::numeric_limits<T>::infinity();
+#if defined(__AVX512F__)
+        if constexpr (sizeof(T) == 4)
+            return _mm512_cmp_ps_mask((__m512)st, (__m512)thr, _CMP_NGE_UQ) |
+                   _mm512_cmp_ps_mask((__m512)thr, _mm512_set1_ps(inf), _CMP_EQ_OQ);
+        else
+            return _mm512_cmp_pd_mask((__m512d)st, (__m512d)thr, _CMP_NGE_UQ) |
+                   _mm512_cmp_pd_mask((__m512d)thr, _mm512_set1_pd(inf), _CMP_EQ_OQ);
+#else
+        uint32_t mk = 0;
+        for (int l = 0; l < W; ++l) mk |= (uint32_t)(!(st[l] >= thr[l]) || thr[l] == inf) << l;
+        return mk;
+#endif
+    }
+
+    // s[r] = ||x_r - c_lane||^2 for rows xr[0..R) against a panel: the same operations in every
+    // lane, so a slot's distance has the same bits whichever lane and panel it sits in
+    void dists(const V* c, const T* const* xr, V* s) const {
+        for (int r = 0; r < R; ++r) s[r] = V{};
+        for (int64_t t = 0; t < d; ++t) {
+            const V ct = c[t];
+            for (int r = 0; r < R; ++r) {
+                const V df = xr[r][t] - ct;
+                s[r] += df * df;
+            }
+        }
+    }
+    void rows_at(int64_t j0, int rows, const T** xr) const {
+        for (int r = 0; r < R; ++r) xr[r] = x + (j0 + std::min(r, rows - 1)) * d;  // no read past n
+    }
+
+    void load(int64_t prev, const int64_t* cand, int64_t nc) {
+        m = nc + 1;
+        np = (m + W - 1) / W;
+        slot.assign(m, 0);
+        slot[0] = prev >= 0 ? prev : cand[0];  // no previous winner: lane 0 is a dummy
+        for (int64_t q = 0; q < nc; ++q) slot[q + 1] = cand[q];
+        panel.assign((size_t)np * d, V{});
+        pb2.assign(np, V{});
+        for (int64_t p = 0; p < np; ++p)
+            for (int l = 0; l < W; ++l) {
+                const int64_t q = std::min<int64_t>(p * W + l, m - 1);
+                for (int64_t t = 0; t < d; ++t) panel[(size_t)p * d + t][l] = x[slot[q] * d + t];
+                pb2[p][l] = an2[slot[q]];
+            }
+        part.assign((size_t)ns * np, VD{});
+    }
+
+    // One step: D2 = min(D2, dist to prev) (prev >= 0) and, per sub-block, wsd = sum w D2 and per
+    // slot red = sum w max(0, D2 - dist): phi's sub-block part is wsd - red. A row no slot brings
+    // closer adds exact zeros to red, so screen (rows whose every pair the bound settles skip
+    // their distances; the others get them as the unscreened pass does, in groups of R) gives
+    // the same bits as computing every distance. Call without the GIL.
+    void pass(int64_t prev, const int64_t* cand, int64_t nc, bool screen) {
+        load(prev, cand, nc);
+        int64_t late = 0;
+#pragma omp parallel for schedule(dynamic, 8) if (parallel) reduction(+ : late)
+        for (int64_t b = 0; b < ns; ++b) {
+            const int64_t a = b * SUB, e = std::min(n, a + SUB);
+            int64_t defer[SUB];
+            for (int64_t p = 0; p < np; ++p) {
+                const V* c = panel.data() + (size_t)p * d;
+                const bool lead = p == 0 && prev >= 0;
+                const uint32_t valid = (uint32_t)((1ull << std::min<int64_t>(W, m - p * W)) - 1);
+                const uint32_t need = p == 0 ? (valid & ~1u) | (lead ? 1u : 0u) : valid;
+                int nd = 0;
+                if (screen) {
+                    for (int64_t j0 = a; j0 < e; j0 += R) {
+                        const int rows = (int)std::min<int64_t>(R, e - j0);
+                        const T* xr[R];
+                        rows_at(j0, rows, xr);
+                        V s[R];
+                        for (int r = 0; r < R; ++r) s[r] = V{};
+                        for (int64_t t = 0; t < d; ++t) {
+                            const V ct = c[t];
+                            for (int r = 0; r < R; ++r) s[r] += xr[r][t] * ct;
+                        }
+                        for (int r = 0; r < rows; ++r) {
+                            const int64_t j = j0 + r;
+                            const V b2 = pb2[p] + an2[j];
+                            const V st = b2 - (T)2 * s[r];
+                            const V thr = dup[j] + K * b2;
+                            if (undecided(st, thr) & need) defer[nd++] = j;
+                        }
+                    }
+                } else {
+                    for (int64_t j = a; j < e; ++j) defer[nd++] = j;
+                }
+                late += nd;
+                VD red = VD{};
+                for (int i0 = 0; i0 < nd; i0 += R) {
+                    const int rows = std::min(R, nd - i0);
+                    const T* xr[R];
+                    for (int r = 0; r < R; ++r) xr[r] = x + defer[i0 + std::min(r, rows - 1)] * d;
+                    V s[R];
+                    dists(c, xr, s);
+                    for (int r = 0; r < rows; ++r) {
+                        const int64_t j = defer[i0 + r];
+                        if (lead) {
+                            const double s0 = (double)s[r][0];
+                            if (s0 < D2[j]) set_D2(j, s0);
+                        }
+                        if (!(w[j] > 0.0)) continue;  // no weight: adds nothing (and 0 * inf is NaN)
+                        const VD gap = (VD{} + D2[j]) - __builtin_convertvector(s[r], VD);
+                        red += w[j] * (gap > 0 ? gap : VD{});
+                    }
+                }
+                part[(size_t)b * np + p] = red;
+            }
+            double sw = 0;  // after the lead update: sum w D2 of the sub-block, in row order
+            for (int64_t j = a; j < e; ++j)
+                if (w[j] > 0.0) sw += w[j] * D2[j];
+            wsd[b] = sw;
+        }
+        deferred = late;
+    }
+
+    // phi's part of sub-block b for slot q (>= 0: rounding never makes a probability negative)
+    double column(int64_t b, int64_t q) const {
+        const double v = wsd[b] - part[(size_t)b * np + q / W][q % W];
+        return v > 0 ? v : 0.0;
+    }
+    double potential(int64_t q) const {  // phi of slot q: its sub-block parts in order
+        double s = 0;
+        for (int64_t b = 0; b < ns; ++b) s += column(b, q);
+        return s;
+    }
+
+    // cnt rows drawn with probability w D2' / sum w D2', D2' = min(D2, dist to `pending`) (slot
+    // q's column holds its sub-block sums), or w / sum w when by_weight or sum w D2' = 0: the
+    // first row whose running sum (sub-block parts, then the rows of one sub-block) exceeds
+    // u * total. A row of zero probability is never drawn.
+    void draw(const double* u, int64_t cnt, int64_t q, int64_t pending, bool by_weight, int64_t* out) {
+        double total = by_weight ? 0.0 : potential(q);
+        if (!(total > 0)) {
+            by_weight = true;
+            total = 0;
+            for (int64_t b = 0; b < ns; ++b) total += wsub[b];
+        }
+        if (!by_weight && pending >= 0)
+            for (int64_t t = 0; t < d; ++t) single[t] = V{} + x[pending * d + t];
+        for (int64_t i = 0; i < cnt; ++i) {
+            const double t = u[i] * total;
+            double P = 0;
+            int64_t b = 0, last = -1;
+            for (; b < ns; ++b) {
+                const double S = by_weight ? wsub[b] : column(b, q);
+                if (S > 0) last = b;
+                if (P + S > t) break;
+                P += S;
+            }
+            if (b == ns) b = last;  // u * total rounded up to the total
+            const int64_t a = b * SUB, e = std::min(n, a + SUB);
+            double v[SUB];
+            for (int64_t j = a; j < e; ++j) v[j - a] = D2[j];
+            if (!by_weight && pending >= 0)
+                for (int64_t j0 = a; j0 < e; j0 += R) {
+                    const int rows = (int)std::min<int64_t>(R, e - j0);
+                    const T* xr[R];
+                    rows_at(j0, rows, xr);
+                    V s[R];
+                    dists(single.data(), xr, s);
+                    for (int r = 0; r < rows; ++r) {
+                        const double s0 = (double)s[r][0];
+                        double& vj = v[j0 + r - a];
+                        vj = s0 < vj ? s0 : vj;
+                    }
+                }
+            double acc = 0;
+            int64_t pick = -1;
+            for (int64_t j = a; j < e; ++j) {
+                if (!(w[j] > 0.0)) continue;
+                if (by_weight) {
+                    acc += w[j];
+                } else {
+                    if (!(v[j - a] > 0)) continue;
+                    acc += w[j] * v[j - a];
+                }
+                pick = j;
+                if (P + acc > t) break;
+            }
+            out[i] = pick >= 0 ? pick : first_pos;  // the last positive row if rounding missed t
+        }
+    }
+
+    // The whole seeding: idx[0..k) and pot[c], the potential once centre c is added. fetch(c)
+    // returns the next c uniforms in [0, 1) (1 for the first centre, then trials per step).
+    template <typename Fetch>
+    void run(int64_t k, int64_t trials, bool screen, Fetch&& fetch, int64_t* idx, double* pot) {
+        draw(fetch(1), 1, 0, -1, true, idx);
+        pass(idx[0], nullptr, 0, false);
+        pot[0] = potential(0);
+        std::vector<int64_t> cand(trials);
+        int64_t col = 0, pending = -1, resume = 2;
+        for (int64_t c = 1; c < k; ++c) {
+            draw(fetch(trials), trials, col, pending, false, cand.data());
+            // screening pays once the bound settles most rows; while it does not (the first
+            // steps, D2 still large), run some steps unscreened
+            const bool scr = screen && c >= resume;
+            pass(pending, cand.data(), trials, scr);
+            if (scr && deferred * 4 > n * np) resume = c + 8;
+            int64_t best = 1;
+            double bp = potential(1);
+            for (int64_t q = 2; q <= trials; ++q) {
+                const double p = potential(q);
+                if (p < bp) { bp = p; best = q; }
+            }
+            idx[c] = cand[best - 1];
+            col = best;
+            pending = idx[c];
+            pot[c] = bp;
+        }
+    }
+};
+
+}  // namespace kmpp
