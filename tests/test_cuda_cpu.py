@@ -128,6 +128,24 @@ def test_value_iteration_sparse(cupy, rng, dtype):
     np.testing.assert_array_equal(_host(res.policy), ref.policy)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_value_iteration_fixed_policy(cupy, rng, sparse):
+    """The policy-evaluation branch of both sweeps (fixed = 1: only policy[s]'s backup, the policy
+    left as given), which no public cuda call reaches today: through the driver, against python."""
+    from pyml import _mdp_driver as drv
+    from pyml.mdp import _model
+    A, S = 3, 41
+    P, R = _mdp(rng, A, S, sparse)
+    policy = rng.integers(0, A, S)
+    model = _model([sp.csr_matrix(P[a]) for a in range(A)] if sparse else P, R, True)
+    V0 = rng.standard_normal(S)
+    want = drv.solve(model, "python", 0.9, V0, 1e-12, 500, False, policy=policy)
+    got = drv.solve(model, "cuda", 0.9, V0, 1e-12, 500, False, policy=policy)
+    np.testing.assert_allclose(_host(got[0]), want[0], rtol=0, atol=1e-9 * np.abs(want[0]).max())
+    np.testing.assert_array_equal(_host(got[1]), policy)  # a fixed policy is not overwritten
+    assert got[2] == want[2]
+
+
 # ------------------------------------------------------------------------------------------ conv2d + pooling
 CONV_CASES = [  # (B, C, H, W, O, KH, KW, stride, padding, dilation, groups, bias)
     (1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, False),
