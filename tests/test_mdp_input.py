@@ -1,6 +1,7 @@
 """The mdp loop's input contract: the one compiled check pass over P (every backend's check
 kernel equal to the reference check), corrupt CSR and NaN refused, 64-bit indices kept, clear
-errors, the configured backend as default, P read in place, the full-size copy budget."""
+errors, the configured backend as default, P read in place (python) or laid out state-major once
+(cpp, numba: equal to SciPy's permuted rows), the full-size copy budget, safe direct kernel calls."""
 from __future__ import annotations
 
 import numpy as np
