@@ -1,4 +1,5 @@
-"""k-means benchmark: the assignment step alone, a 10-iteration Lloyd fit from given centres
+"""k-means benchmark: the assignment step alone, a 10-iteration Lloyd fit from given centres,
+greedy k-means++ seeding alone (pyml beside scikit-learn's ``kmeans_plusplus``)
 (every pyml backend against scikit-learn, scikit-learn-intelex and faiss, same data, same
 initial centres), and the fit end to end exactly as a user writes it --
 ``pyml.KMeans(n_clusters=256, random_state=0, max_iter=10).fit(X)`` on float32 and float64
@@ -162,6 +163,24 @@ def _e2e_peer(p, X, k):
     return Runner(p, "peer", prepare, note=note)
 
 
+def _seeding(X, k, ps):
+    """Greedy k-means++ alone (2 + ln k local trials), pyml's public call beside scikit-learn's."""
+    n, d = X.shape
+    trials = 2 + int(np.log(k))
+    runners = [Runner("pyml", "pyml", lambda: (lambda: pyml.kmeans_plusplus(X, k, random_state=0)),
+                      note="pyml.kmeans_plusplus(X, k, random_state=0)")]
+    if "scikit-learn" in ps:
+        def prepare():
+            from sklearn.cluster import kmeans_plusplus
+
+            return lambda: kmeans_plusplus(X, k, random_state=0)
+        runners.append(Runner("scikit-learn", "peer", prepare,
+                              note="sklearn.cluster.kmeans_plusplus(X, k, random_state=0)"))
+    # per step: every point against every candidate (subtract, multiply, add per coordinate)
+    return Case("kmeans++ seeding", f"n={n} d={d} k={k} float32", runners,
+                flops=3.0 * n * d * (k - 1) * trials, roof="sgemm")
+
+
 def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
     """The assignment step, a 10-iteration fit from given centres, and the fit end to end
     (float32 and float64) on n x d data with k centres."""
@@ -180,7 +199,7 @@ def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
     fit = Case(f"kmeans fit ({ITERS} Lloyd iterations)", problem,
                [_fit_runner(b, X, C0) for b in bs] + [_peer_fit(p, X, C0) for p in ps],
                flops=flops * ITERS, roof="sgemm", per="fit")
-    cases = [assign, fit]
+    cases = [assign, fit, _seeding(X, k, ps)]
     for dt, roof in ((np.float32, "sgemm"), (np.float64, "dgemm")):
         Xu = X if dt == np.float32 else X.astype(dt)  # as a user has it: NumPy, C order
         cases.append(Case("kmeans fit end to end", f"n={n} d={d} k={k} {np.dtype(dt).name}",
