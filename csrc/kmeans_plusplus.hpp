@@ -13,6 +13,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -281,13 +282,25 @@ struct PlusPlus {
         pass(idx[0], nullptr, 0, false);
         pot[0] = potential(0);
         std::vector<int64_t> cand(trials);
-        int64_t col = 0, pending = -1, resume = 2;
+        int64_t col = 0, pending = -1, resume = 2, npar = 0, nser = 0;
+        double tpar = 0, tser = 0;
+        const bool threaded = parallel;
         for (int64_t c = 1; c < k; ++c) {
             draw(fetch(trials), trials, col, pending, false, cand.data());
             // screening pays once the bound settles most rows; while it does not (the first
             // steps, D2 still large), run some steps unscreened
             const bool scr = screen && c >= resume;
+            // threads or not: a step is a few ms, and when other processes hold the cores the
+            // team's barrier can cost more than it saves; time both every 32 steps (the bits
+            // do not depend on it), keep the faster
+            const int64_t phase = c % 32;
+            if (threaded) parallel = phase < 4 ? phase % 2 == 0 : tpar * nser <= tser * npar;
+            const auto t0 = std::chrono::steady_clock::now();
             pass(pending, cand.data(), trials, scr);
+            const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (phase == 0) tpar = tser = 0, npar = nser = 0;
+            (parallel ? tpar : tser) += dt;
+            ++(parallel ? npar : nser);
             if (scr && deferred * 4 > n * np) resume = c + 8;
             int64_t best = 1;
             double bp = potential(1);
