@@ -1,5 +1,7 @@
-"""k-means on a row-chunked ``dask.array``: pyml's assignment kernel runs inside each chunk's
-task and only (sums k x d, weights k, inertia) per chunk travel, combined by a tree reduction.
+"""k-means on a row-chunked ``dask.array``: pyml's assignment kernel runs inside the tasks and
+only (sums k x d, weights k, inertia) per task travel, combined by a tree reduction. A
+persisted array gets one task per worker thread over the chunks that worker holds
+(:class:`._placement.ChunkTasks`); a lazy one, one task per chunk.
 
 Initialisation is k-means|| (Bahmani, Moseley, Vattani, Kumar & Vassilvitskii, "Scalable
 K-Means++", VLDB 2012): a few rounds each keep every point with probability
@@ -50,7 +52,10 @@ class KMeans:
 
     Given the same initial centres, the result equals ``pyml.KMeans(...).fit(X.compute())``
     (same labels, centres up to float summation order). The same code runs against a
-    ``dask.distributed.Client`` of any size: every iteration moves k x d numbers per chunk.
+    ``dask.distributed.Client`` of any size: every iteration moves k x d numbers per task.
+    Persist X (``client.persist``) when it fits in the cluster's memory: each iteration then
+    runs one task per worker thread on the chunks in place; a lazy X is rebuilt chunk by
+    chunk every iteration (one task per chunk, for data larger than memory).
     """
 
     def __init__(self, n_clusters: int = 8, *, init: Any = "k-means||",
