@@ -106,20 +106,23 @@ def _kill(client, worker):
         pass
 
 
-def test_kmeans_survives_a_worker_killed_mid_fit(client, monkeypatch):
+def _fit_killing_a_worker(client, monkeypatch, X, Xd, from_thread):
+    """Fit with one worker killed after the first iteration (from the progress bar's update);
+    the result must equal the in-memory fit."""
     import pyml.dask.kmeans as mod
 
-    X = _blobs(n=2000, k=4, seed=7)
     C0 = X[[0, 1, 2, 3]].copy()
-    Xd = da.from_array(X, chunks=200)
     victim = sorted(client.scheduler_info()["workers"])[0]
     killed = []
 
     class KillingBar:
         def update(self, n=1):
-            if not killed:  # after the first iteration: one worker dies, the fit goes on
+            if not killed:
                 killed.append(victim)
-                threading.Thread(target=_kill, args=(client, victim), daemon=True).start()
+                if from_thread:
+                    threading.Thread(target=_kill, args=(client, victim), daemon=True).start()
+                else:
+                    _kill(client, victim)
 
         def close(self):
             pass
@@ -131,6 +134,11 @@ def test_kmeans_survives_a_worker_killed_mid_fit(client, monkeypatch):
     np.testing.assert_allclose(ours.cluster_centers_, local.cluster_centers_, atol=1e-12)
     np.testing.assert_array_equal(ours.labels_.compute(), local.labels_)
     client.wait_for_workers(2, timeout=60)
+
+
+def test_kmeans_survives_a_worker_killed_mid_fit(client, monkeypatch):
+    X = _blobs(n=2000, k=4, seed=7)
+    _fit_killing_a_worker(client, monkeypatch, X, da.from_array(X, chunks=200), from_thread=True)
 
 
 def test_kmeans_threads_at_once(client):
@@ -363,31 +371,11 @@ def test_kmeans_persisted_one_task_per_worker_thread(client):
 
 
 def test_kmeans_persisted_survives_a_worker_killed_mid_fit(client, monkeypatch):
-    import pyml.dask.kmeans as mod
-
     X = _blobs(n=2000, k=4, seed=17)
-    C0 = X[[0, 1, 2, 3]].copy()
     Xd = client.persist(da.from_array(X, chunks=200))  # chunks on both workers, with lineage
     distributed.wait(Xd)
-    victim = sorted(client.scheduler_info()["workers"])[0]
-    killed = []
-
-    class KillingBar:
-        def update(self, n=1):
-            if not killed:  # the chunks held by the victim are recomputed from lineage
-                killed.append(victim)
-                _kill(client, victim)
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(mod, "progress", lambda *a, **k: KillingBar())
-    ours = pdask.KMeans(4, init=C0, tol=0, max_iter=6).fit(Xd)
-    local = pyml.KMeans(4, init=C0, n_init=1, tol=0, max_iter=6).fit(X)
-    assert killed
-    np.testing.assert_allclose(ours.cluster_centers_, local.cluster_centers_, atol=1e-12)
-    np.testing.assert_array_equal(ours.labels_.compute(), local.labels_)
-    client.wait_for_workers(2, timeout=60)
+    # the chunks held by the victim are recomputed from lineage
+    _fit_killing_a_worker(client, monkeypatch, X, Xd, from_thread=False)
 
 
 def test_kmeans_persisted_kmeans_parallel_init_and_empty_cluster(client):
