@@ -6,7 +6,7 @@ cimport cython
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from libc.math cimport INFINITY
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from libc.stdint cimport uintptr_t
 
 import numpy as np
 
@@ -22,6 +22,29 @@ cdef enum:
 cdef Py_ssize_t INT_LIMIT = 2147483647
 
 
+# SciPy's Fortran sgemm/dgemm (LP64), by address from pyml._blas.gemm_pointer: that opens
+# SciPy's BLAS library without importing scipy.linalg, which a cimport of
+# scipy.linalg.cython_blas would do at module import (~60-100 ms of a first call).
+ctypedef void (*sgemm_t)(const char*, const char*, const int*, const int*, const int*,
+                         const float*, const float*, const int*, const float*, const int*,
+                         const float*, float*, const int*) noexcept nogil
+ctypedef void (*dgemm_t)(const char*, const char*, const int*, const int*, const int*,
+                         const double*, const double*, const int*, const double*, const int*,
+                         const double*, double*, const int*) noexcept nogil
+cdef sgemm_t _sgemm = NULL
+cdef dgemm_t _dgemm = NULL
+
+
+cdef void _load_gemm(bint single) except *:
+    # with the GIL held, before any nogil use; a race only stores the same address twice
+    global _sgemm, _dgemm
+    from pyml._blas import gemm_pointer
+    if single and _sgemm == NULL:
+        _sgemm = <sgemm_t><uintptr_t>gemm_pointer(np.float32)
+    elif not single and _dgemm == NULL:
+        _dgemm = <dgemm_t><uintptr_t>gemm_pointer(np.float64)
+
+
 cdef inline void _gemm(floating* x, floating* c, floating* G, int rows, int kk, int d) noexcept nogil:
     # column-major G (rows x kk) = X_tile^T (rows x d) * C_blk (d x kk): G[j * rows + r] = -2 x_r . c_j
     cdef char tr = b'T'
@@ -29,9 +52,9 @@ cdef inline void _gemm(floating* x, floating* c, floating* G, int rows, int kk, 
     cdef floating alpha = -2.0
     cdef floating beta = 0.0
     if floating is float:
-        sgemm(&tr, &nn, &rows, &kk, &d, &alpha, x, &d, c, &d, &beta, G, &rows)
+        _sgemm(&tr, &nn, &rows, &kk, &d, &alpha, x, &d, c, &d, &beta, G, &rows)
     else:
-        dgemm(&tr, &nn, &rows, &kk, &d, &alpha, x, &d, c, &d, &beta, G, &rows)
+        _dgemm(&tr, &nn, &rows, &kk, &d, &alpha, x, &d, c, &d, &beta, G, &rows)
 
 
 @cython.boundscheck(False)
@@ -47,6 +70,8 @@ def kmeans_assign(const floating[:, ::1] X, const floating[:, ::1] C):
     if d > INT_LIMIT or k > INT_LIMIT:
         raise ValueError(f"kmeans_assign (cython): d={d} and k={k} must be <= 2^31 - 1 (BLAS ints)")
     dtype = np.float32 if floating is float else np.float64
+    if (floating is float and _sgemm == NULL) or (floating is double and _dgemm == NULL):
+        _load_gemm(floating is float)
     labels_a = np.empty(n, np.int32)
     dist_a = np.empty(n, dtype)
     C_np = np.asarray(C)

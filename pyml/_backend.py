@@ -90,10 +90,9 @@ def _probe(backend: str) -> str | None:
             backend_package("cpp")  # the CPU variant; raises UnsupportedCpuError
             return None
         if backend == "cython":
-            # One module of the extension proves it was built for this CPU variant; not the
-            # kmeans one, whose import imports scipy.linalg (its cimport of cython_blas,
-            # ~0.15 s) that a cython ALS fit would then pay. A kernel module that still fails
-            # raises BackendUnavailableError when its kernel is loaded (see _load).
+            # One module of the extension proves it was built for this CPU variant (the
+            # smaller one). A kernel module that still fails raises BackendUnavailableError
+            # when its kernel is loaded (see _load).
             importlib.import_module(f"{backend_package('cython')}.mf")
             return None
         if backend == "cuda":

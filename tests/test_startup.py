@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+import pyml
 from pyml import _blas
 
 
@@ -57,15 +58,20 @@ def test_blas_helpers_do_not_import_scipy_linalg():
     assert int(n_libs) >= 1 and imported == "False"
 
 
-def test_cpp_kmeans_blas_path_does_not_import_scipy_linalg():
-    """The cpp kmeans_assign BLAS path takes its gemm from _blas.gemm_pointer (it imported
-    scipy.linalg.cython_blas before: ~0.15 s of a first KMeans.fit), and still equals python."""
+@pytest.mark.parametrize("backend, call", [("cpp", "m.kmeans_assign(X, C, method='blas')"),
+                                           ("cython", "m.kmeans_assign(X, C)")])
+def test_kmeans_blas_path_does_not_import_scipy_linalg(backend, call):
+    """The cpp and cython kmeans_assign BLAS paths take their gemm from _blas.gemm_pointer
+    (they imported scipy.linalg.cython_blas before: ~0.1 s of a first KMeans.fit), and still
+    equal python."""
+    if backend not in pyml.available_backends():
+        pytest.skip(f"{backend} backend not built")
     out = _fresh("import sys, importlib, numpy as np, pyml, pyml._cpu as c\n"
-                 "m = importlib.import_module(c.package('cpp') + '.kmeans')\n"
+                 f"m = importlib.import_module(c.package('{backend}') + '.kmeans')\n"
                  "rng = np.random.default_rng(0); ok = True\n"
                  "for dt in (np.float32, np.float64):\n"
                  "    X = rng.random((700, 40)).astype(dt); C = X[:33].copy()\n"
-                 "    lab, _ = m.kmeans_assign(X, C, method='blas')\n"
+                 f"    lab, _ = {call}\n"
                  "    ref, _ = pyml.kmeans_assign(X.astype(float), C.astype(float), backend='python')\n"
                  "    ok = ok and bool((lab == ref).all())\n"
                  "print(ok, 'scipy.linalg' in sys.modules)")
