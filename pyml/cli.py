@@ -83,7 +83,7 @@ def _check_peers(parser: argparse.ArgumentParser, names: list[str], peers: list[
 
 
 def cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .benchmarks import _harness
+    from .benchmarks import _harness, _report
 
     names = _suite_names(args.kernel)
     peers = _check_peers(parser, names, args.peers)
@@ -100,12 +100,12 @@ def cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"{name}: {exc}")  # a size this loop's suite does not provide
     rows, roof = _harness.run(cases, repeat=args.repeat, progress=not args.quiet,
                               under_load=args.under_load)
-    print(_harness.format_table(rows, roof))
+    print(_report.format_table(rows, roof))
     if args.json:
-        _harness.write_json(rows, roof, args.json)
+        _report.write_json(rows, roof, args.json)
         print(f"wrote {args.json}")
     if args.plot:
-        _harness.plot(rows, args.plot)
+        _report.plot(rows, args.plot)
         print(f"wrote {args.plot}")
     return 0
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pyml.benchmarks import _harness as h
+from pyml.benchmarks import _report as rep
 
 
 def _case():
@@ -24,11 +25,11 @@ def test_run_reports_rates_roof_and_peer_ratio(tmp_path):
     assert fast.rate == pytest.approx(fast.roof_pct)  # roof of 100 GFLOP/s: % equals GFLOP/s
     assert slow.vs_best_peer == 1.0 and fast.vs_best_peer > 1.0
     assert broken.error.startswith("ZeroDivisionError") and broken.vs_best_peer is None
-    table = h.format_table(rows, roof)
+    table = rep.format_table(rows, roof)
     assert "pyml[numpy]" in table and "failures:" in table and "notes:" not in table
     fast.note = "loss 1.5"
-    assert "notes:" in h.format_table(rows, roof) and "loss 1.5" in h.format_table(rows, roof)
-    h.write_json(rows, roof, tmp_path / "r.json")
+    assert "notes:" in rep.format_table(rows, roof) and "loss 1.5" in rep.format_table(rows, roof)
+    rep.write_json(rows, roof, tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["rows"][0]["label"] == "pyml[numpy]" and "machine" in data
 
@@ -37,7 +38,7 @@ def test_plot_writes_png(tmp_path):
     pytest.importorskip("matplotlib")  # a `bench` extra, not a test dependency
     rows, _ = h.run([_case()], repeat=1, roof={"sgemm": 1.0, "dgemm": 1.0, "stream": 1.0},
                     progress=False)
-    h.plot(rows, str(tmp_path / "r.png"))
+    rep.plot(rows, str(tmp_path / "r.png"))
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -73,7 +74,7 @@ def test_spread_marks_noisy_rows_and_setup_share_is_a_note():
     assert rows[0].setup == pytest.approx(1e-3) and rows[1].setup == 2e-3
     assert rows[0].spread is not None
     rows[0].spread, rows[1].spread = 0.5, 0.05
-    table = h.format_table(rows, roof)
+    table = rep.format_table(rows, roof)
     assert "50% !" in table and "noisy row" in table and "5%" in table
     share = 100 * 1e-3 / (rows[0].seconds * 2)
     assert f"setup 1.00 ms ({share:.0f}% of the call)" in table.split("notes:")[1]
@@ -92,4 +93,31 @@ def test_under_load_reports_loaded_over_quiet_ratio():
     rows, _ = h.run([h.Case("mm", "128", [r])], repeat=2, progress=False, under_load=True,
                     roof={"sgemm": 1.0, "dgemm": 1.0, "stream": 1.0})
     assert rows[0].loaded is not None and rows[0].loaded > 0
-    assert "loaded/quiet" in h.format_table(rows, {"sgemm": 1.0, "dgemm": 1.0, "stream": 1.0})
+    assert "loaded/quiet" in rep.format_table(rows, {"sgemm": 1.0, "dgemm": 1.0, "stream": 1.0})
+
+
+def test_interleaved_case_times_runners_round_robin():
+    """interleave=True: every runner prepared and warmed first, then one timed call of each per
+    round, so a change of load lands on all rows alike; a failing runner drops out alone."""
+    log = []
+
+    def runner(name, fail_at=None):
+        def prepare():
+            log.append(f"prep {name}")
+            count = [0]
+
+            def call():
+                count[0] += 1
+                log.append(name)
+                if fail_at is not None and count[0] >= fail_at:
+                    raise RuntimeError(f"{name} broke")
+            return call
+        return h.Runner(name, "pyml", prepare)
+
+    case = h.Case("x", "p", [runner("a"), runner("b"), runner("c", fail_at=3)], interleave=True)
+    rows, _ = h.run([case], repeat=3, roof={}, progress=False)
+    assert log[:6] == ["prep a", "a", "prep b", "b", "prep c", "c"]  # prepare + warm-up each
+    assert log[6:] == ["a", "b", "c", "a", "b", "c", "a", "b"]    # rounds; c failed in round 2
+    a, b, c = rows
+    assert len(a.repeats) == len(b.repeats) == 3 and not a.error and not b.error
+    assert c.error.startswith("RuntimeError") and "c broke" in c.error
