@@ -1,15 +1,20 @@
 """Scale-out benchmark: pyml.dask.KMeans against dask-ml's KMeans on one dask array (same
 initial centres, 10 Lloyd iterations), the in-memory pyml.KMeans beside them, 1 -> 2 workers;
-pyml.dask.ALS against pyml.ALS in one process. LocalCluster of processes, 1 thread each.
+pyml.dask.ALS on ratings generated per partition against pyml.ALS in one process.
+LocalClusters of processes, 1 thread each.
 
-Each dask row's note gives the bytes moved per iteration: worker-to-worker transfers (from
-the workers' transfer logs) plus what the client sends and receives (graph and results).
+The rows of a case are timed interleaved (one fit of each per round, both clusters up), so
+their ratios are side by side, not minutes apart under changing load. Each dask row's note
+gives the bytes moved per iteration: worker-to-worker transfers (from the workers' transfer
+logs) plus what the client sends and receives (graph and results), and how the chunks lie.
 """
 from __future__ import annotations
 
 import atexit
 import importlib.util
+import logging
 import time
+from typing import Any
 
 import numpy as np
 
@@ -30,15 +35,17 @@ _clusters: dict[int, tuple] = {}
 
 
 def _client(workers: int):
-    """A LocalCluster of ``workers`` processes x 1 thread (started once, closed at exit)."""
+    """A LocalCluster of ``workers`` processes x 1 thread (started once, kept up beside the
+    others so that interleaved rows can alternate between them, closed at exit)."""
     from distributed import Client, LocalCluster
 
     if workers not in _clusters:
-        for other in list(_clusters):  # one cluster at a time: they share the 2 cores
-            _close(other)
+        logging.getLogger("distributed").setLevel(logging.ERROR)  # no INFO lines at exit
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=40)
-        _clusters[workers] = (cluster, Client(cluster))  # the default client of dask.compute
+        client = Client(cluster, set_as_default=False)  # each fit runs under as_current()
+        client.wait_for_workers(workers)
+        _clusters[workers] = (cluster, client)
     return _clusters[workers][1]
 
 
@@ -51,28 +58,63 @@ def _close(workers: int) -> None:
 atexit.register(lambda: [_close(w) for w in list(_clusters)])
 
 
+def _on(client, fit):
+    """``fit`` run with ``client`` as the current client (dask.compute and pyml.dask use it)."""
+    def call():
+        with client.as_current():
+            return fit()
+    return call
+
+
+def _placement(client, Xd) -> str:
+    """Rows per worker of the persisted ``Xd``, e.g. "rows per worker 1000000/1000000"."""
+    from distributed import futures_of
+
+    who = client.who_has(futures_of(Xd))
+    rows = dict.fromkeys(client.nthreads(), 0)
+    for fut, n in zip(futures_of(Xd), Xd.chunks[0]):
+        for w in who.get(fut.key, ())[:1]:
+            rows[w] += int(n)
+    return "rows per worker " + "/".join(str(r) for r in sorted(rows.values(), reverse=True))
+
+
 def _transferred(client) -> float:
     logs = client.run(lambda dask_worker: sum(e.get("total", 0) for e in
                                               dask_worker.transfer_incoming_log))
     return float(sum(logs.values()))
 
 
+def _persist_evenly(client, X, chunks_per_worker: int = 4):
+    """X as a dask array persisted with the same number of rows on every worker (Dask's own
+    placement of ``persist(da.from_array(X))`` may put 5 chunks on one worker and 3 on the
+    other, which would blur the 1 -> 2 worker scaling): chunk i is scattered to worker
+    i mod W, and the persisted chunks are computed where their data lies."""
+    import dask.array as da
+    from distributed import wait
+
+    workers = sorted(client.nthreads())
+    parts = np.array_split(np.arange(len(X)), chunks_per_worker * len(workers))
+    blocks = []
+    with client.as_current():
+        for i, idx in enumerate(p for p in parts if len(p)):
+            fut = client.scatter(X[idx[0]:idx[-1] + 1], workers=[workers[i % len(workers)]])
+            blocks.append(da.from_delayed(fut, (len(idx), X.shape[1]), dtype=X.dtype))
+        Xd = client.persist(da.concatenate(blocks))
+        wait(Xd)  # the chunks in the workers' memory before anything is timed
+    return Xd
+
+
 def _dask_runner(label, kind, workers, make_fit, X, per_iter_result_bytes):
     """``make_fit(Xd)`` -> a callable fitting on the persisted dask array Xd."""
     def prepare():
-        import dask.array as da
-        from distributed import wait
-
         client = _client(workers)
-        Xd = da.from_array(X, chunks=(max(1, len(X) // (4 * workers)), X.shape[1]))
-        client.wait_for_workers(workers)
-        Xd = client.persist(Xd)
-        wait(Xd)  # the chunks in the workers' memory before anything is timed
-        fit = make_fit(Xd)
+        Xd = _persist_evenly(client, X)
+        fit = _on(client, make_fit(Xd))
         before = _transferred(client)
         fit()
         moved = (_transferred(client) - before) / ITERS + per_iter_result_bytes(Xd)
-        runner.note = f"{workers} worker(s); ~{moved / 1e6:.2f} MB moved per iteration"
+        runner.note = (f"{workers} worker(s), {_placement(client, Xd)}; "
+                       f"~{moved / 1e6:.2f} MB moved per iteration")
         return fit
 
     runner = Runner(label, kind, prepare)
@@ -111,29 +153,76 @@ def _kmeans_case(size, backends, peers):
     if (peers is None or "dask-ml" in peers) and importlib.util.find_spec("dask_ml"):
         runners.insert(1, _dask_runner("dask-ml (2 workers)", "peer", 2, dask_ml_fit, X,
                                        result_bytes))
-    # 1-worker runs last would restart the 2-worker cluster; order: 2-worker rows first
-    runners.sort(key=lambda r: "1 worker" in r.label)
     return Case("dask kmeans fit (10 Lloyd iterations)", f"n={n} d={d} k={k} float32", runners,
-                flops=2.0 * n * d * k, roof="sgemm", per="iteration", calls=ITERS)
+                flops=2.0 * n * d * k, roof="sgemm", per="iteration", calls=ITERS,
+                interleave=True)
+
+
+def _ratings_part(p: int, lo: int, hi: int, n_items: int, nnz: int):
+    """Partition ``p``: the ratings of users [lo, hi) as a (user, item, rating) frame, made on
+    the worker that reads it (power-law activity and popularity, implicit counts)."""
+    import pandas as pd
+
+    R, _ = pyml.datasets.synthetic_ratings(hi - lo, n_items, nnz, implicit=True,
+                                             seed=np.random.default_rng([0, p]))
+    R = R.tocoo()
+    return pd.DataFrame({"user": R.row.astype(np.int64) + lo, "item": R.col.astype(np.int64),
+                         "rating": R.data})
+
+
+def _ratings_frame(users: int, items: int, nnz: int, parts: int):
+    """A dask dataframe of ``nnz`` ratings in ``parts`` partitions, generated per partition
+    (never whole on the client)."""
+    import dask
+    import dask.dataframe as dd
+    import pandas as pd
+
+    ub = np.linspace(0, users, parts + 1).round().astype(np.int64)
+    nb = np.linspace(0, nnz, parts + 1).round().astype(np.int64)
+    meta = pd.DataFrame({"user": np.empty(0, np.int64), "item": np.empty(0, np.int64),
+                         "rating": np.empty(0, np.float32)})
+    return dd.from_delayed([dask.delayed(_ratings_part)(p, int(ub[p]), int(ub[p + 1]), items,
+                                                       int(nb[p + 1] - nb[p]))
+                            for p in range(parts)], meta=meta, verify_meta=False)
 
 
 def _als_case(size, backends, peers):
+    import scipy.sparse as sp
+
     users, items, nnz, f = ALS_SIZES[size]
-    R, _ = pyml.datasets.synthetic_ratings(users, items, nnz, implicit=True, seed=0)
     kw = dict(factors=f, regularization=0.01, alpha=1.0, iterations=3, cg_steps=3,
               random_state=0)
+    shape = (users, items)
+    lazy = _ratings_frame(users, items, nnz, parts=16)
+    held: dict[str, Any] = {}
+
+    def frame():  # generated once on the workers and kept there: fits time ALS, not the data
+        if "frame" not in held:
+            from distributed import wait
+
+            client = _client(2)
+            with client.as_current():
+                held["frame"] = client.persist(lazy)
+                wait(held["frame"])
+        return held["frame"]
 
     def dask_fit():
-        _client(2)
+        client, df = _client(2), frame()
         m = pyml.dask.ALS(implicit=True, **kw)
-        return lambda: m.fit(R)
+        return _on(client, lambda: m.fit(df, shape=shape))
 
-    def dask_setup():  # partitioning and persisting the blocks: a fit of 0 iterations
+    def dask_setup():  # partitioning the ratings into persisted blocks: a fit of 0 iterations
         t0 = time.perf_counter()
-        pyml.dask.ALS(implicit=True, **{**kw, "iterations": 0}).fit(R)
+        with _client(2).as_current():
+            pyml.dask.ALS(implicit=True, **{**kw, "iterations": 0}).fit(frame(), shape=shape)
         return time.perf_counter() - t0
 
-    def local_fit():
+    def local_fit():  # the same ratings gathered into one process (the largest that fits)
+        with _client(2).as_current():
+            df = frame().compute()
+        R = sp.csr_matrix((df["rating"].to_numpy(), (df["user"].to_numpy(),
+                                                     df["item"].to_numpy())), shape=shape)
+        del df
         m = pyml.ALS(implicit=True, show_progress=False, **kw)
         return lambda: m.fit(R)
 
@@ -141,9 +230,10 @@ def _als_case(size, backends, peers):
     return Case("dask ALS fit (implicit CG, 3 iterations)",
                 f"{users}x{items} nnz={nnz} f={f} float32",
                 [Runner("pyml.dask.ALS (2 workers)", "pyml", dask_fit, setup=dask_setup,
-                        note=f"~{moved / 1e6:.1f} MB factors moved per iteration"),
+                        note=f"ratings generated in 16 partitions on the workers; ~{moved / 1e6:.1f}"
+                             " MB factors moved per iteration"),
                  Runner("pyml.ALS in memory", "pyml", local_fit, note="one process, 2 threads")],
-                per="iteration", calls=3)
+                per="iteration", calls=3, interleave=True)
 
 
 def suite(size: str = "default", backends=None, peers=None) -> list[Case]:

@@ -26,11 +26,15 @@ from ._common import _FAN_IN, _add, tree_sum
 __all__ = ["ChunkTasks"]
 
 
-def _default_client():
+def _client_of(X):
+    """The client holding ``X``'s persisted chunks, else the current/default one, else None."""
     try:
-        from distributed import default_client
+        from distributed import default_client, futures_of
     except ImportError:
         return None
+    held = futures_of(X)
+    if held:  # persisted through a client that need not be the default one
+        return held[0].client
     try:
         return default_client()
     except ValueError:  # no client: Dask's local scheduler
@@ -46,7 +50,7 @@ class ChunkTasks:
     def __init__(self, X):
         self.blocks = list(X.to_delayed().ravel())
         self.rows = tuple(int(r) for r in X.chunks[0])
-        self.client = _default_client()
+        self.client = _client_of(X)
         self.futures = self._persisted(X) if self.client is not None else None
         self._nthreads: dict[str, int] = {}
 
