@@ -132,14 +132,21 @@ def _peer_fit(p, X, C0):
     return Runner(p, "peer", prepare)
 
 
-def _e2e_pyml(X, k):
+def _e2e_pyml(X, k, init="k-means++"):
+    """The default call, or (``init="random"``) the like-for-like of faiss's random seeding."""
+    opt = {} if init == "k-means++" else {"init": init, "n_init": 1}  # faiss: one run
+
     def call():
-        return pyml.KMeans(n_clusters=k, random_state=0, max_iter=ITERS).fit(X)
+        return pyml.KMeans(n_clusters=k, random_state=0, max_iter=ITERS, **opt).fit(X)
 
     def prepare():
         return call
-    return Runner("pyml", "pyml", prepare, setup=lambda: setup_seconds(call),
-                  note="pyml.KMeans(n_clusters, random_state=0, max_iter=10).fit(X): greedy k-means++ included")
+    what = ("greedy k-means++ included" if init == "k-means++" else
+            f"init={init!r}, the seeding faiss uses (not the default)")
+    args = "" if init == "k-means++" else f", init={init!r}, n_init=1"
+    return Runner("pyml" if init == "k-means++" else f"pyml init={init!r}", "pyml", prepare,
+                  setup=lambda: setup_seconds(call),
+                  note=f"pyml.KMeans(n_clusters, random_state=0, max_iter=10{args}).fit(X): {what}")
 
 
 def _e2e_peer(p, X, k):
@@ -203,7 +210,10 @@ def suite(size: str = "default", backends=None, peers=None) -> list[Case]:
     for dt, roof in ((np.float32, "sgemm"), (np.float64, "dgemm")):
         Xu = X if dt == np.float32 else X.astype(dt)  # as a user has it: NumPy, C order
         cases.append(Case("kmeans fit end to end", f"n={n} d={d} k={k} {np.dtype(dt).name}",
-                          [_e2e_pyml(Xu, k)] + [_e2e_peer(p, Xu, k) for p in ps],
+                          [_e2e_pyml(Xu, k)]
+                          + ([_e2e_pyml(Xu, k, "random")] if "faiss" in ps and dt == np.float32
+                             else [])
+                          + [_e2e_peer(p, Xu, k) for p in ps],
                           flops=flops * ITERS, roof=roof, per="fit"))
     return cases
 
