@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import logging
+import os
 import time
 from typing import Any
 
@@ -41,8 +42,15 @@ def _client(workers: int):
 
     if workers not in _clusters:
         logging.getLogger("distributed").setLevel(logging.ERROR)  # no INFO lines at exit
+        env = dict(os.environ)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=40)
+        # A Nanny sets its workers' environment (distributed.nanny.pre-spawn-environ:
+        # OMP_NUM_THREADS=1, ...) in this process's os.environ too: OpenMP started after
+        # that would run the in-memory row on one thread. This process keeps its own.
+        for key in set(os.environ) - set(env):
+            del os.environ[key]
+        os.environ.update(env)
         client = Client(cluster, set_as_default=False)  # each fit runs under as_current()
         client.wait_for_workers(workers)
         _clusters[workers] = (cluster, client)

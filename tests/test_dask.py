@@ -223,6 +223,10 @@ def test_als_sparse_equals_single_machine(client, n_blocks):
     np.testing.assert_allclose(ours.user_factors, local.user_factors, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours.item_factors, local.item_factors, rtol=1e-5, atol=1e-6)
     assert ours.loss_[-1] == pytest.approx(local.loss_[-1], rel=1e-3)
+    start = pdask.ALS(implicit=True, n_blocks=n_blocks, **{**ALS_KW, "iterations": 0}).fit(R)
+    rng = np.random.default_rng(ALS_KW["random_state"])  # pyml.ALS's start, made per block
+    np.testing.assert_array_equal(start.user_factors, (rng.random(start.user_factors.shape)
+                                                       * 0.01).astype(np.float32))
 
 
 def test_als_dataframe_with_duplicates_and_explicit(client):

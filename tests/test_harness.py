@@ -121,3 +121,30 @@ def test_interleaved_case_times_runners_round_robin():
     a, b, c = rows
     assert len(a.repeats) == len(b.repeats) == 3 and not a.error and not b.error
     assert c.error.startswith("RuntimeError") and "c broke" in c.error
+
+
+def test_dask_bench_small_runs_interleaved_on_even_chunks():
+    """`pyml bench dask --size small` end to end (no dask-ml): every row runs, both clusters
+    stay up for the interleaved rounds, and the chunks lie evenly on the two workers."""
+    pytest.importorskip("distributed")
+    pytest.importorskip("dask.dataframe")
+    import os
+
+    from pyml.benchmarks import bench_dask
+
+    before = os.environ.get("OMP_NUM_THREADS")
+    try:
+        cases = bench_dask.suite("small", peers=[])
+        assert all(c.interleave for c in cases)
+        rows, _ = h.run(cases, repeat=2, roof={"sgemm": 1.0, "dgemm": 1.0, "stream": 1.0},
+                        progress=False)
+    finally:
+        for w in list(bench_dask._clusters):
+            bench_dask._close(w)
+    assert not [r.error for r in rows if r.error]
+    assert os.environ.get("OMP_NUM_THREADS") == before  # the Nannies' setting stays theirs
+    by = {r.label: r for r in rows}
+    assert "rows per worker 100000/100000" in by["pyml.dask (2 workers)"].note
+    assert "rows per worker 200000" in by["pyml.dask (1 worker)"].note
+    assert all(len(r.repeats) == 2 and r.seconds > 0 for r in rows)
+    assert by["pyml.dask.ALS (2 workers)"].setup > 0

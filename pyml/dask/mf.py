@@ -3,7 +3,9 @@ on the workers; each half-step ships the other side's factors (one concatenation
 copy per worker) and Y^T Y, and solves every block with pyml's ALS half-step kernel inside
 its task. Rating blocks never travel again (the block layout of Spark MLlib's ALS).
 
-Bytes per iteration, B blocks per side on W workers, f factors, float32:
+The random start (that of pyml.ALS) is generated block by block on the workers from the
+client's PCG64 state, not shipped. Bytes per iteration, B blocks per side on W workers, f
+factors, float32:
 ~ 4 f (n_users + n_items) (block results gathered) + 4 f W (n_users + n_items) (broadcast)
 + 4 f^2 B (Gram matrix per task) -- independent of the number of ratings.
 """
@@ -60,6 +62,34 @@ def _solve_block(Rb, F, Gram, X0, reg, alpha, cg_steps, implicit, backend):
         HALF_STEP.get(backend)(A.indptr, A.indices, A.data, F, Gram, X, float(reg), float(alpha),
                                int(cg_steps), bool(implicit), False)
     return X
+
+
+def _start_block(state: dict, offset: int, rows: int, f: int, dtype):
+    """Rows [offset / f, offset / f + rows) of pyml.ALS's random start, made on the worker:
+    the PCG64 stream of the client's generator advanced past the ``offset`` doubles before
+    them (``Generator.random`` takes one 64-bit draw per double), so no start factors travel."""
+    bg = np.random.PCG64()
+    bg.state = state
+    bg.advance(offset)
+    return (np.random.Generator(bg).random((rows, f)) * 0.01).astype(dtype)
+
+
+def _start(rng, shape, f: int, ub, ib, dt):
+    """The row blocks of pyml.ALS's start X (n_users x f), then Y: delayed blocks computed on
+    the workers where the generator is a PCG64 (the default), else arrays from the client."""
+    import dask
+
+    if type(rng.bit_generator) is np.random.PCG64:
+        state, n_x = rng.bit_generator.state, shape[0] * f
+        rng.bit_generator.advance(n_x + shape[1] * f)  # as if drawn here, as pyml.ALS does
+        Xb = [dask.delayed(_start_block, pure=True)(state, int(a) * f, int(b - a), f, dt)
+              for a, b in zip(ub[:-1], ub[1:])]
+        Yb = [dask.delayed(_start_block, pure=True)(state, n_x + int(a) * f, int(b - a), f, dt)
+              for a, b in zip(ib[:-1], ib[1:])]
+        return Xb, Yb
+    X = (rng.random((shape[0], f)) * 0.01).astype(dt)  # the random start of pyml.ALS
+    Y = (rng.random((shape[1], f)) * 0.01).astype(dt)
+    return [X[a:b] for a, b in zip(ub[:-1], ub[1:])], [Y[a:b] for a, b in zip(ib[:-1], ib[1:])]
 
 
 def _stack(*blocks):
@@ -188,11 +218,7 @@ class ALS:
             raise TypeError("interactions must be a dask.dataframe with user/item/rating columns "
                             f"or a scipy.sparse matrix, got {type(interactions).__name__}")
         users, items = list(persist_quietly(*users)), list(persist_quietly(*items))  # on workers
-        rng = check_random_state(self.random_state)
-        X = (rng.random((shape[0], f)) * 0.01).astype(dt)  # the random start of pyml.ALS
-        Y = (rng.random((shape[1], f)) * 0.01).astype(dt)
-        Xb = [X[a:b] for a, b in zip(ub[:-1], ub[1:])]
-        Yb = [Y[a:b] for a, b in zip(ib[:-1], ib[1:])]
+        Xb, Yb = _start(check_random_state(self.random_state), shape, f, ub, ib, dt)
         self.loss_: list[float] = []
         bar = progress(iters, "pyml.dask.ALS", self.show_progress)
         opts = (reg, alpha, cg, bool(self.implicit), backend)
