@@ -7,16 +7,21 @@ accumulators (_accumulate) instead of a one-hot sparse product of the chunk cast
 k-means|| tasks (Bahmani et al. 2012) follow the same pattern: a task per group of chunks,
 random draws from per-chunk seeds fixed on the client (a recomputed task draws the same
 points).
+
+CuPy chunks (GPU workers) take the same tasks: the assignment runs on the device with the
+cuda backend (the backend resolved for a CuPy chunk), the partial sums with CuPy's bincount,
+and only the (k, d) sums, counts and scalars come back to the host.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
+from .._backend import array_module, is_cupy
 from ..kmeans import _assign
 
 __all__ = ["lloyd_stats", "mean_variance", "min_dist", "oversample", "candidate_weights",
-           "farthest", "check_chunk"]
+           "farthest", "check_chunk", "host"]
 
 
 @njit(cache=True, nogil=True)
@@ -47,25 +52,53 @@ def _shifted_moments(X, s, s1, s2):
             s2[t] += v * v
 
 
-def check_chunk(block: np.ndarray, index: int) -> None:
+def host(a):
+    """A NumPy array (or Python number) of ``a``, copied from the device if it is CuPy's."""
+    return a.get() if is_cupy(a) else a
+
+
+def check_chunk(block, index: int) -> None:
     """A ValueError naming chunk ``index`` and the first non-finite value in it."""
-    if not np.isfinite(block).all():
-        bad = np.argwhere(~np.isfinite(block))[0]
+    xp = array_module(block)
+    finite = xp.isfinite(block)
+    if not bool(finite.all()):
+        bad = host(xp.argwhere(~finite)[0])
         raise ValueError(f"X chunk {index} holds a non-finite value at row {int(bad[0])} of the "
                          f"chunk, column {int(bad[1])}; k-means needs finite data")
 
 
-def _ready(block, C: np.ndarray) -> np.ndarray:
+def _ready(block, C: np.ndarray):
     # a chunk of the validated dask array: already float32/float64 and usually C-ordered
     # (then this is the chunk itself, no copy); only a chunk that breaks its array's
-    # declared dtype or layout is converted
+    # declared dtype or layout is converted. A CuPy chunk stays on its device.
     if block.dtype != C.dtype:
         block = block.astype(C.dtype)
-    return np.ascontiguousarray(block)
+    return array_module(block).ascontiguousarray(block)
 
 
 def _labels(block, C, backend):
+    if is_cupy(block) and backend in (None, "auto"):
+        backend = "cuda"  # a CuPy chunk: the device kernel, C moved by its glue
     return _assign(block, C, "euclidean", backend)
+
+
+def _device_stats(X, labels, out, first, shift) -> int:
+    """The CuPy twin of _accumulate (+ _shifted_moments when ``first``): per-centre counts and
+    float64 sums by bincount on the device, added into the host totals of ``out``; -1, or a
+    row whose label is outside [0, k)."""
+    xp = array_module(X)
+    k, d = out["sums"].shape
+    if X.shape[0] and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        return int(host(xp.flatnonzero((labels < 0) | (labels >= k))[0]))
+    X64 = X.astype(np.float64)
+    out["counts"] += host(xp.bincount(labels, minlength=k)).astype(np.float64)
+    for t in range(d):  # one weighted bincount per feature: k x d numbers, no one-hot matrix
+        out["sums"][:, t] += host(xp.bincount(labels, weights=X64[:, t], minlength=k))
+    if first:
+        v = X64 - xp.asarray(shift)
+        out["s1"] += host(v.sum(axis=0))
+        out["s2"] += host((v * v).sum(axis=0))
+    return -1
 
 
 def lloyd_stats(C, backend, first, indices, *blocks):
@@ -75,21 +108,24 @@ def lloyd_stats(C, backend, first, indices, *blocks):
     k, d = C.shape
     out = {"sums": np.zeros((k, d), np.float64), "counts": np.zeros(k, np.float64),
            "inertia": 0.0}
+    shift = C[0].astype(np.float64)
     if first:
         out["s1"], out["s2"] = np.zeros(d, np.float64), np.zeros(d, np.float64)
-        shift = C[0].astype(np.float64)
     for index, block in zip(indices, blocks):
         if first:
             check_chunk(block, index)
         X = _ready(block, C)
         labels, dist = _labels(X, C, backend)
         out["inertia"] += float(dist.sum(dtype=np.float64))
-        bad = _accumulate(X, labels, out["sums"], out["counts"])
+        if is_cupy(X):
+            bad = _device_stats(X, labels, out, first, shift)
+        else:
+            bad = _accumulate(X, labels, out["sums"], out["counts"])
+            if first:
+                _shifted_moments(X, shift, out["s1"], out["s2"])
         if bad >= 0:
             raise RuntimeError(f"the assignment kernel returned label {int(labels[bad])} for "
                                f"row {bad} of X chunk {index}, outside [0, {k})")
-        if first:
-            _shifted_moments(X, shift, out["s1"], out["s2"])
     return out
 
 
@@ -115,9 +151,10 @@ def oversample(C, backend, phi, ell, seeds, indices, *blocks):
     picked = []
     for index, block in zip(indices, blocks):
         X = _ready(block, C)
-        dist = _labels(X, C, backend)[1]
+        dist = host(_labels(X, C, backend)[1])
         u = np.random.default_rng(int(seeds[index])).random(X.shape[0])
-        picked.append((index, X[u < ell * dist.astype(np.float64) / phi]))
+        keep = np.flatnonzero(u < ell * dist.astype(np.float64) / phi)
+        picked.append((index, host(X[array_module(X).asarray(keep)])))
     return picked
 
 
@@ -125,7 +162,7 @@ def candidate_weights(C, backend, indices, *blocks):
     """How many rows of the chunks are nearest to each candidate centre (float64, (m,))."""
     w = np.zeros(C.shape[0], np.float64)
     for block in blocks:
-        labels = _labels(_ready(block, C), C, backend)[0]
+        labels = host(_labels(_ready(block, C), C, backend)[0])
         w += np.bincount(labels, minlength=C.shape[0])
     return w
 
@@ -136,8 +173,8 @@ def farthest(C, backend, m, offsets, indices, *blocks):
     out = []
     for index, block in zip(indices, blocks):
         X = _ready(block, C)
-        labels, dist = _labels(X, C, backend)
+        labels, dist = (host(a) for a in _labels(X, C, backend))
         order = np.lexsort((np.arange(dist.size), -dist.astype(np.float64)))[:m]
-        out += [(float(dist[j]), int(offsets[index]) + int(j), int(labels[j]), X[j].copy())
-                for j in order]
+        out += [(float(dist[j]), int(offsets[index]) + int(j), int(labels[j]),
+                 np.array(host(X[int(j)]), copy=True)) for j in order]
     return sorted(out, key=lambda t: (-t[0], t[1]))[:m]
