@@ -393,3 +393,16 @@ def test_kmeans_persisted_kmeans_parallel_init_and_empty_cluster(client):
     got = pdask.KMeans(4, init=C0).fit(Xd)
     want = pyml.KMeans(4, init=C0, n_init=1).fit(X)
     np.testing.assert_allclose(got.cluster_centers_, want.cluster_centers_, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_kmeans_cupy_chunks_on_a_gpu(client):
+    """Real CuPy chunks on the workers (run by benchmarks/gpu_check.sh on a CUDA machine)."""
+    import cupy as cp
+
+    X, _, _ = pyml.datasets.make_blobs(3001, 8, 5, seed=8, dtype=np.float32)
+    Xd = da.from_array(X, chunks=(700, 8)).map_blocks(cp.asarray, dtype=X.dtype)
+    ours = pdask.KMeans(5, init=X[:5].copy(), max_iter=20, tol=0).fit(Xd)
+    local = pyml.KMeans(5, init=X[:5].copy(), n_init=1, max_iter=20, tol=0).fit(X)
+    np.testing.assert_array_equal(cp.asnumpy(ours.labels_.compute()), local.labels_)
+    np.testing.assert_allclose(ours.cluster_centers_, local.cluster_centers_, rtol=1e-4, atol=1e-4)
