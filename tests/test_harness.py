@@ -148,3 +148,4 @@ def test_dask_bench_small_runs_interleaved_on_even_chunks():
     assert "rows per worker 200000" in by["pyml.dask (1 worker)"].note
     assert all(len(r.repeats) == 2 and r.seconds > 0 for r in rows)
     assert by["pyml.dask.ALS (2 workers)"].setup > 0
+    assert "MB per iteration between workers (transfer logs" in by["pyml.dask.ALS (2 workers)"].note
