@@ -17,11 +17,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._backend import array_module, is_cupy
+from .._backend import array_module, is_cupy, to_numpy
 from ..kmeans import _assign
 
 __all__ = ["lloyd_stats", "mean_variance", "min_dist", "oversample", "candidate_weights",
-           "farthest", "check_chunk", "host"]
+           "farthest", "check_chunk"]
 
 
 @njit(cache=True, nogil=True)
@@ -52,17 +52,12 @@ def _shifted_moments(X, s, s1, s2):
             s2[t] += v * v
 
 
-def host(a):
-    """A NumPy array (or Python number) of ``a``, copied from the device if it is CuPy's."""
-    return a.get() if is_cupy(a) else a
-
-
 def check_chunk(block, index: int) -> None:
     """A ValueError naming chunk ``index`` and the first non-finite value in it."""
     xp = array_module(block)
     finite = xp.isfinite(block)
     if not bool(finite.all()):
-        bad = host(xp.argwhere(~finite)[0])
+        bad = to_numpy(xp.argwhere(~finite)[0])
         raise ValueError(f"X chunk {index} holds a non-finite value at row {int(bad[0])} of the "
                          f"chunk, column {int(bad[1])}; k-means needs finite data")
 
@@ -77,8 +72,7 @@ def _ready(block, C: np.ndarray):
 
 
 def _labels(block, C, backend):
-    if is_cupy(block) and backend in (None, "auto"):
-        backend = "cuda"  # a CuPy chunk: the device kernel, C moved by its glue
+    # "auto" resolves to the cuda backend for a CuPy chunk (C is moved by its glue)
     return _assign(block, C, "euclidean", backend)
 
 
@@ -89,15 +83,15 @@ def _device_stats(X, labels, out, first, shift) -> int:
     xp = array_module(X)
     k, d = out["sums"].shape
     if X.shape[0] and (int(labels.min()) < 0 or int(labels.max()) >= k):
-        return int(host(xp.flatnonzero((labels < 0) | (labels >= k))[0]))
+        return int(to_numpy(xp.flatnonzero((labels < 0) | (labels >= k))[0]))
     X64 = X.astype(np.float64)
-    out["counts"] += host(xp.bincount(labels, minlength=k)).astype(np.float64)
+    out["counts"] += to_numpy(xp.bincount(labels, minlength=k)).astype(np.float64)
     for t in range(d):  # one weighted bincount per feature: k x d numbers, no one-hot matrix
-        out["sums"][:, t] += host(xp.bincount(labels, weights=X64[:, t], minlength=k))
+        out["sums"][:, t] += to_numpy(xp.bincount(labels, weights=X64[:, t], minlength=k))
     if first:
         v = X64 - xp.asarray(shift)
-        out["s1"] += host(v.sum(axis=0))
-        out["s2"] += host((v * v).sum(axis=0))
+        out["s1"] += to_numpy(v.sum(axis=0))
+        out["s2"] += to_numpy((v * v).sum(axis=0))
     return -1
 
 
@@ -151,10 +145,10 @@ def oversample(C, backend, phi, ell, seeds, indices, *blocks):
     picked = []
     for index, block in zip(indices, blocks):
         X = _ready(block, C)
-        dist = host(_labels(X, C, backend)[1])
+        dist = to_numpy(_labels(X, C, backend)[1])
         u = np.random.default_rng(int(seeds[index])).random(X.shape[0])
         keep = np.flatnonzero(u < ell * dist.astype(np.float64) / phi)
-        picked.append((index, host(X[array_module(X).asarray(keep)])))
+        picked.append((index, to_numpy(X[array_module(X).asarray(keep)])))
     return picked
 
 
@@ -162,7 +156,7 @@ def candidate_weights(C, backend, indices, *blocks):
     """How many rows of the chunks are nearest to each candidate centre (float64, (m,))."""
     w = np.zeros(C.shape[0], np.float64)
     for block in blocks:
-        labels = host(_labels(_ready(block, C), C, backend)[0])
+        labels = to_numpy(_labels(_ready(block, C), C, backend)[0])
         w += np.bincount(labels, minlength=C.shape[0])
     return w
 
@@ -173,8 +167,8 @@ def farthest(C, backend, m, offsets, indices, *blocks):
     out = []
     for index, block in zip(indices, blocks):
         X = _ready(block, C)
-        labels, dist = (host(a) for a in _labels(X, C, backend))
+        labels, dist = (to_numpy(a) for a in _labels(X, C, backend))
         order = np.lexsort((np.arange(dist.size), -dist.astype(np.float64)))[:m]
         out += [(float(dist[j]), int(offsets[index]) + int(j), int(labels[j]),
-                 np.array(host(X[int(j)]), copy=True)) for j in order]
+                 to_numpy(X[int(j)]).copy()) for j in order]
     return sorted(out, key=lambda t: (-t[0], t[1]))[:m]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import kmeans_assign, kmeans_plusplus
-from .._backend import _check_backend_name, array_module, is_cupy
+from .._backend import _check_backend_name, array_module, is_cupy, to_numpy
 from .._validation import check_int, check_random_state, check_scalar
 from ..kmeans import KMeans as _LocalKMeans
 from . import _kmeans_tasks as tasks
@@ -30,11 +30,13 @@ __all__ = ["KMeans"]
 _ROUNDS = 5  # k-means|| rounds; Bahmani et al. find ~5 rounds enough for l ~ 2k
 
 
-def _distances(blk, C, cdist):
+def _distances(blk, C):
     """Euclidean distances of the rows of one chunk to every centre, in the chunk's dtype:
     SciPy's cdist for NumPy; for a CuPy chunk one exact difference pass per centre on the
     device (no n x k x d temporary, no cancelling expanded form)."""
     if not is_cupy(blk):
+        from scipy.spatial.distance import cdist
+
         return cdist(blk, C).astype(blk.dtype)
     xp = array_module(blk)
     X, Cd = blk.astype(np.float64), xp.asarray(C, dtype=np.float64)
@@ -102,13 +104,13 @@ class KMeans:
             return C
         if init == "random":
             idx = np.sort(rng.choice(X.shape[0], size=k, replace=False))
-            return tasks.host(X[idx].compute())
+            return to_numpy(X[idx].compute())
         if init == "k-means++":
-            Xl = np.asarray(tasks.host(X.compute()))
+            Xl = to_numpy(X.compute())
             return kmeans_plusplus(Xl, k, random_state=rng)[0]
         # k-means||
         b = self.backend
-        C = np.asarray(tasks.host(X[int(rng.integers(X.shape[0]))].compute()))[None, :]
+        C = to_numpy(X[int(rng.integers(X.shape[0]))].compute())[None, :]
         ell = float(self.oversampling_factor) * k
         phi = chunks.sum(tasks.min_dist, C, b, True, name="kmeans-phi")
         for _ in range(_ROUNDS):
@@ -124,7 +126,7 @@ class KMeans:
             phi = chunks.sum(tasks.min_dist, C, b, False, name="kmeans-phi")
         if C.shape[0] < k:  # too few candidates (tiny or duplicated data): add random rows
             extra = np.sort(rng.choice(X.shape[0], size=k - C.shape[0], replace=False))
-            C = np.vstack([C, tasks.host(X[extra].compute())])
+            C = np.vstack([C, to_numpy(X[extra].compute())])
         w = chunks.sum(tasks.candidate_weights, C, b, name="kmeans-weights")
         if C.shape[0] == k:
             return C
@@ -210,12 +212,10 @@ class KMeans:
 
     def transform(self, X):
         """Euclidean distances (n_samples, n_clusters) to every centre, lazily."""
-        from scipy.spatial.distance import cdist
-
         self._check_fitted()
         X = as_dask_rows(X, "X", n_features=self.n_features_in_)
         C = self.cluster_centers_
-        return X.map_blocks(lambda blk: _distances(blk, C, cdist),
+        return X.map_blocks(lambda blk: _distances(blk, C),
                             chunks=(X.chunks[0], (C.shape[0],)), dtype=X.dtype)
 
     def fit_predict(self, X, y=None):
