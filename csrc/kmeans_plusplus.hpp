@@ -6,7 +6,10 @@
 // phi = sum w D2 - sum w max(0, D2 - dist) per sub-block of SUB rows, and those parts are the
 // cumulative weights the next draws walk (no cumsum over n, no Python, no arrays per step).
 // Screening: ||x||^2 + ||c||^2 - 2 x.c (one FMA per coordinate) with a rounding bound settles
-// most pairs as "no closer than D2"; only rows with an unsettled pair take distances.
+// most pairs as "no closer than D2"; only rows with an unsettled pair take distances. The screen
+// runs on a copy of X in blocks of W rows, coordinate-major (a vector holds one coordinate of W
+// rows), so each FMA serves W rows of one slot: with the default 2 + ln k slots it does half the
+// FMAs of slots-in-lanes, a quarter at 1 trial, and its bound checks are W rows at once.
 // Included by kmeans.cpp only.
 #pragma once
 
@@ -50,16 +53,19 @@ struct PlusPlus {
     // screening (pass(..., screen=true)): ||x||^2 + ||c||^2 - 2 x.c >= D2 + margin proves the
     // pair's difference-form distance >= D2, i.e. min(D2, dist) = D2 without computing it
     static constexpr double U = std::numeric_limits<T>::epsilon() / 2;  // unit roundoff of T
-    std::vector<T> an2;         // ||x_j||^2 as computed in T
+    std::vector<T> an2;         // ||x_j||^2 as computed in T (nb * W: padding rows never used)
     std::vector<T> dup;         // D2 rounded up to T (room for the threshold's roundings)
-    std::vector<V> pb2;         // np: ||c||^2 of each slot
+    int64_t nb;                 // blocks of W rows
+    std::vector<V> xs;          // nb x d: xs[blk * d + t][l] = x[blk * W + l][t] (the screen's copy)
+    std::vector<T> srow;        // m x d: each slot's row (the screen broadcasts its coordinates)
     T K = 0;                    // margin per unit of ||x||^2 + ||c||^2
     int64_t deferred = 0;       // rows the last screened pass had to compute
 
     PlusPlus(const T* x_, const double* w_, int64_t n_, int64_t d_, bool par)
         : x(x_), w(w_), n(n_), d(d_), ns((n_ + SUB - 1) / SUB), parallel(par),
-          D2(n_, std::numeric_limits<double>::infinity()), wsub(ns), single(d_), wsd(ns), an2(n_),
-          dup(n_, std::numeric_limits<T>::infinity()) {
+          D2(n_, std::numeric_limits<double>::infinity()), wsub(ns), single(d_), wsd(ns),
+          an2((n_ + W - 1) / W * W), dup((n_ + W - 1) / W * W, std::numeric_limits<T>::infinity()),
+          nb((n_ + W - 1) / W) {
         for (int64_t b = 0; b < ns; ++b) {
             double s = 0;
             for (int64_t j = b * SUB; j < std::min(n, (b + 1) * SUB); ++j)
@@ -79,6 +85,19 @@ struct PlusPlus {
         // of the exact value; (a + b)^2 <= 2 (a^2 + b^2); 2x slack for the threshold's roundings
         K = (T)(2.0 * 2.0 * (2.0 * (double)d + 8.0) * U);
     }
+
+    // the screen's copy of X (row n - 1 repeats into the last block's padding)
+    void build_blocks() {
+        xs.assign((size_t)nb * d, V{});
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int64_t blk = 0; blk < nb; ++blk)
+            for (int l = 0; l < W; ++l) {
+                const T* a = x + std::min(blk * W + l, n - 1) * d;
+                for (int64_t t = 0; t < d; ++t) xs[(size_t)blk * d + t][l] = a[t];
+            }
+    }
+
+    double wpos(int64_t j) const { return w[j] > 0.0 ? w[j] : 0.0; }
 
     void set_D2(int64_t j, double v) {
         D2[j] = v;
@@ -127,14 +146,70 @@ struct PlusPlus {
         slot[0] = prev >= 0 ? prev : cand[0];  // no previous winner: lane 0 is a dummy
         for (int64_t q = 0; q < nc; ++q) slot[q + 1] = cand[q];
         panel.assign((size_t)np * d, V{});
-        pb2.assign(np, V{});
         for (int64_t p = 0; p < np; ++p)
             for (int l = 0; l < W; ++l) {
                 const int64_t q = std::min<int64_t>(p * W + l, m - 1);
                 for (int64_t t = 0; t < d; ++t) panel[(size_t)p * d + t][l] = x[slot[q] * d + t];
-                pb2[p][l] = an2[slot[q]];
             }
+        srow.resize((size_t)m * d);
+        for (int64_t q = 0; q < m; ++q)
+            std::copy(x + slot[q] * d, x + (slot[q] + 1) * d, srow.begin() + q * d);
         part.assign((size_t)ns * np, VD{});
+    }
+
+    // Rows of [j0, j0 + rows) (one block of W, j0 a multiple of W) with an unsettled pair among
+    // the G slots qs[0..G): for each slot, W rows' dot products, one FMA per coordinate, in the
+    // order the slots-in-lanes form used (the same bits), then the bound check on all W rows.
+    template <int G>
+    uint32_t screen_block(int64_t j0, const int64_t* qs) const {
+        const V* xb = xs.data() + (size_t)(j0 / W) * d;
+        const T* c[G];
+        for (int i = 0; i < G; ++i) c[i] = srow.data() + qs[i] * d;
+        V s[G];
+        for (int i = 0; i < G; ++i) s[i] = V{};
+        for (int64_t t = 0; t < d; ++t) {
+            const V xt = xb[t];
+            for (int i = 0; i < G; ++i) s[i] += xt * c[i][t];
+        }
+        V a2, du;
+        __builtin_memcpy(&a2, an2.data() + j0, sizeof(V));
+        __builtin_memcpy(&du, dup.data() + j0, sizeof(V));
+        uint32_t mk = 0;
+        for (int i = 0; i < G; ++i) {
+            const V b2 = an2[slot[qs[i]]] + a2;
+            const V st = b2 - (T)2 * s[i];
+            const V thr = du + K * b2;
+            mk |= undecided(st, thr);
+        }
+        return mk;
+    }
+
+    // Rows of sub-block [a, e) that must take distances for the slots in `need` of panel p
+    // (row order), into defer; returns their count.
+    int screen(int64_t a, int64_t e, int64_t p, uint32_t need, int64_t* defer) const {
+        constexpr int G = 8;  // slots per sweep of a block: independent FMA chains
+        int64_t qs[W + G];
+        int nq = 0;
+        for (int l = 0; l < W; ++l)
+            if (need >> l & 1) qs[nq++] = p * W + l;
+        if (nq == 0) return 0;
+        for (int i = nq; i < nq + G; ++i) qs[i] = qs[nq - 1];  // padding repeats the last slot
+        int nd = 0;
+        for (int64_t j0 = a; j0 < e; j0 += W) {
+            uint32_t mk = 0;
+            for (int g = 0; g < nq; g += G) {
+                const int left = nq - g;
+                mk |= left <= 2 ? screen_block<2>(j0, qs + g)
+                    : left <= 4 ? screen_block<4>(j0, qs + g) : screen_block<G>(j0, qs + g);
+            }
+            const int64_t rows = std::min<int64_t>(W, e - j0);
+            if (rows < W) mk &= (uint32_t)((1ull << rows) - 1);
+            while (mk) {
+                defer[nd++] = j0 + __builtin_ctz(mk);
+                mk &= mk - 1;
+            }
+        }
+        return nd;
     }
 
     // One step: D2 = min(D2, dist to prev) (prev >= 0) and, per sub-block, wsd = sum w D2 and per
@@ -156,29 +231,13 @@ struct PlusPlus {
                 const uint32_t need = p == 0 ? (valid & ~1u) | (lead ? 1u : 0u) : valid;
                 int nd = 0;
                 if (screen) {
-                    for (int64_t j0 = a; j0 < e; j0 += R) {
-                        const int rows = (int)std::min<int64_t>(R, e - j0);
-                        const T* xr[R];
-                        rows_at(j0, rows, xr);
-                        V s[R];
-                        for (int r = 0; r < R; ++r) s[r] = V{};
-                        for (int64_t t = 0; t < d; ++t) {
-                            const V ct = c[t];
-                            for (int r = 0; r < R; ++r) s[r] += xr[r][t] * ct;
-                        }
-                        for (int r = 0; r < rows; ++r) {
-                            const int64_t j = j0 + r;
-                            const V b2 = pb2[p] + an2[j];
-                            const V st = b2 - (T)2 * s[r];
-                            const V thr = dup[j] + K * b2;
-                            if (undecided(st, thr) & need) defer[nd++] = j;
-                        }
-                    }
+                    nd = this->screen(a, e, p, need, defer);
                 } else {
                     for (int64_t j = a; j < e; ++j) defer[nd++] = j;
                 }
                 late += nd;
-                VD red = VD{};
+                VD red[8];  // row j into red[j % 8], summed pairwise: a fixed order for any threads
+                for (auto& r : red) r = VD{};
                 for (int i0 = 0; i0 < nd; i0 += R) {
                     const int rows = std::min(R, nd - i0);
                     const T* xr[R];
@@ -193,15 +252,21 @@ struct PlusPlus {
                         }
                         if (!(w[j] > 0.0)) continue;  // no weight: adds nothing (and 0 * inf is NaN)
                         const VD gap = (VD{} + D2[j]) - __builtin_convertvector(s[r], VD);
-                        red += w[j] * (gap > 0 ? gap : VD{});
+                        red[j & 7] += w[j] * (gap > 0 ? gap : VD{});
                     }
                 }
-                part[(size_t)b * np + p] = red;
+                part[(size_t)b * np + p] =
+                    ((red[0] + red[1]) + (red[2] + red[3])) + ((red[4] + red[5]) + (red[6] + red[7]));
             }
-            double sw = 0;  // after the lead update: sum w D2 of the sub-block, in row order
-            for (int64_t j = a; j < e; ++j)
-                if (w[j] > 0.0) sw += w[j] * D2[j];
-            wsd[b] = sw;
+            // after the lead update: sum w D2 of the sub-block in red's order and with its
+            // operations (zero-weight rows add exact zeros), so that where every row's gap is its
+            // D2 (all D2' = 0: the draw falls back to weights) the difference is exactly 0
+            double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int64_t j = a;
+            for (; j + 8 <= e; j += 8)
+                for (int l = 0; l < 8; ++l) acc[l] += wpos(j + l) * (w[j + l] > 0.0 ? D2[j + l] : 0.0);
+            for (int l = 0; j + l < e; ++l) acc[l] += wpos(j + l) * (w[j + l] > 0.0 ? D2[j + l] : 0.0);
+            wsd[b] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         }
         deferred = late;
     }
@@ -278,6 +343,7 @@ struct PlusPlus {
     // returns the next c uniforms in [0, 1) (1 for the first centre, then trials per step).
     template <typename Fetch>
     void run(int64_t k, int64_t trials, bool screen, Fetch&& fetch, int64_t* idx, double* pot) {
+        if (screen) build_blocks();
         draw(fetch(1), 1, 0, -1, true, idx);
         pass(idx[0], nullptr, 0, false);
         pot[0] = potential(0);
