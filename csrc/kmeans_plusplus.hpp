@@ -5,14 +5,8 @@
 // so D2 is brought up to date by the pass that scores the next candidates (no update pass);
 // phi = sum w D2 - sum w max(0, D2 - dist) per sub-block of SUB rows, and those parts are the
 // cumulative weights the next draws walk (no cumsum over n, no Python, no arrays per step).
-// Screening: ||x||^2 + ||c||^2 - 2 x.c (one FMA per coordinate) with a rounding bound settles
-// most pairs as "no closer than D2"; only rows with an unsettled pair take distances. Where the
-// slots (trials + 1) fill at most half the lanes of a vector, the screen runs on a copy of X in
-// blocks of W rows, coordinate-major (a vector holds one coordinate of W rows), so that each
-// FMA serves W rows of one slot instead of one row's slots. On a 2-core Xeon (n = 200k, d = 32,
-// k = 256, float32) that made seeding 9-13% faster at the default 7 trials and 23-30% at 1; the
-// pass is then bound by reading X, which both forms read once per step. Where the slots fill
-// the lanes (float64 at 7 trials) it would only add the copy, and the lanes form runs.
+// Screening (kmeans_screen.hpp): a rounding-safe bound settles most pairs as "no closer than
+// D2"; only rows with an unsettled pair take distances, exactly as without it.
 // Included by kmeans.cpp only.
 #pragma once
 
@@ -22,9 +16,11 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "kmeans_fused.hpp"
+#include "kmeans_screen.hpp"
 #include "kmeans_seed.hpp"
 
 #if defined(__AVX512F__)
@@ -53,23 +49,13 @@ struct PlusPlus {
     std::vector<VD> part;       // ns x np: per sub-block and slot, sum of w max(0, D2 - dist)
     std::vector<double> wsd;    // ns: per sub-block, sum of w D2 (after the pass's D2 update)
     int64_t m = 0, np = 0, first_pos = 0;
-    // screening (pass(..., screen=true)): ||x||^2 + ||c||^2 - 2 x.c >= D2 + margin proves the
-    // pair's difference-form distance >= D2, i.e. min(D2, dist) = D2 without computing it
-    static constexpr double U = std::numeric_limits<T>::epsilon() / 2;  // unit roundoff of T
-    std::vector<T> an2;         // ||x_j||^2 as computed in T (nb * W: padding rows never used)
-    std::vector<T> dup;         // D2 rounded up to T (room for the threshold's roundings)
-    int64_t nb;                 // blocks of W rows
-    std::vector<V> xs;          // nb x d: xs[blk * d + t][l] = x[blk * W + l][t] (the screen's copy)
-    std::vector<T> srow;        // m x d: each slot's row (the screen broadcasts its coordinates)
-    std::vector<V> pb2;         // np: ||c||^2 of each slot (the slots-in-lanes screen)
-    T K = 0;                    // margin per unit of ||x||^2 + ||c||^2
+    std::optional<kmscreen::Rows<T>> rows_;    // the screen (kmeans_screen.hpp) when screening:
+    std::optional<kmscreen::Lanes<T>> lanes_;  // one of the two
     int64_t deferred = 0;       // rows the last screened pass had to compute
 
     PlusPlus(const T* x_, const double* w_, int64_t n_, int64_t d_, bool par)
         : x(x_), w(w_), n(n_), d(d_), ns((n_ + SUB - 1) / SUB), parallel(par),
-          D2(n_, std::numeric_limits<double>::infinity()), wsub(ns), single(d_), wsd(ns),
-          an2((n_ + W - 1) / W * W), dup((n_ + W - 1) / W * W, std::numeric_limits<T>::infinity()),
-          nb((n_ + W - 1) / W) {
+          D2(n_, std::numeric_limits<double>::infinity()), wsub(ns), single(d_), wsd(ns) {
         for (int64_t b = 0; b < ns; ++b) {
             double s = 0;
             for (int64_t j = b * SUB; j < std::min(n, (b + 1) * SUB); ++j)
@@ -77,54 +63,14 @@ struct PlusPlus {
             wsub[b] = s;
         }
         while (first_pos < n - 1 && !(w[first_pos] > 0.0)) ++first_pos;
-#pragma omp parallel for schedule(static) if (parallel)
-        for (int64_t j = 0; j < n; ++j) {
-            const T* a = x + j * d;
-            T s = 0;
-            for (int64_t t = 0; t < d; ++t) s += a[t] * a[t];
-            an2[j] = s;
-        }
-        // |(a2 + b2 - 2 x.c) - ||x - c||^2| <= (d + 3) u (a + b)^2 (the three sums and two more
-        // roundings) and the difference form is within (d + 3) u ||x - c||^2 <= (d + 3) u (a + b)^2
-        // of the exact value; (a + b)^2 <= 2 (a^2 + b^2); 2x slack for the threshold's roundings
-        K = (T)(2.0 * 2.0 * (2.0 * (double)d + 8.0) * U);
-    }
-
-    // the screen's copy of X (row n - 1 repeats into the last block's padding)
-    void build_blocks() {
-        xs.assign((size_t)nb * d, V{});
-#pragma omp parallel for schedule(static) if (parallel)
-        for (int64_t blk = 0; blk < nb; ++blk)
-            for (int l = 0; l < W; ++l) {
-                const T* a = x + std::min(blk * W + l, n - 1) * d;
-                for (int64_t t = 0; t < d; ++t) xs[(size_t)blk * d + t][l] = a[t];
-            }
     }
 
     double wpos(int64_t j) const { return w[j] > 0.0 ? w[j] : 0.0; }
 
     void set_D2(int64_t j, double v) {
         D2[j] = v;
-        const double up = v * (1.0 + 8.0 * U);
-        dup[j] = up <= (double)std::numeric_limits<T>::max() ? (T)up : std::numeric_limits<T>::infinity();
-    }
-
-    // bit l set where a pair must be computed: !(st >= thr) (NaN too) or thr = inf (D2 = inf, or
-    // an overflowed bound, proves nothing)
-    static uint32_t undecided(const V& st, const V& thr) {
-        constexpr T inf = std::numeric_limits<T>::infinity();
-#if defined(__AVX512F__)
-        if constexpr (sizeof(T) == 4)
-            return _mm512_cmp_ps_mask((__m512)st, (__m512)thr, _CMP_NGE_UQ) |
-                   _mm512_cmp_ps_mask((__m512)thr, _mm512_set1_ps(inf), _CMP_EQ_OQ);
-        else
-            return _mm512_cmp_pd_mask((__m512d)st, (__m512d)thr, _CMP_NGE_UQ) |
-                   _mm512_cmp_pd_mask((__m512d)thr, _mm512_set1_pd(inf), _CMP_EQ_OQ);
-#else
-        uint32_t mk = 0;
-        for (int l = 0; l < W; ++l) mk |= (uint32_t)(!(st[l] >= thr[l]) || thr[l] == inf) << l;
-        return mk;
-#endif
+        if (rows_) rows_->bound(j, v);
+        if (lanes_) lanes_->bound(j, v);
     }
 
     // s[r] = ||x_r - c_lane||^2 for rows xr[0..R) against a panel: the same operations in every
@@ -150,98 +96,14 @@ struct PlusPlus {
         slot[0] = prev >= 0 ? prev : cand[0];  // no previous winner: lane 0 is a dummy
         for (int64_t q = 0; q < nc; ++q) slot[q + 1] = cand[q];
         panel.assign((size_t)np * d, V{});
-        pb2.assign(np, V{});
         for (int64_t p = 0; p < np; ++p)
             for (int l = 0; l < W; ++l) {
                 const int64_t q = std::min<int64_t>(p * W + l, m - 1);
                 for (int64_t t = 0; t < d; ++t) panel[(size_t)p * d + t][l] = x[slot[q] * d + t];
-                pb2[p][l] = an2[slot[q]];
             }
-        srow.resize((size_t)m * d);
-        for (int64_t q = 0; q < m; ++q)
-            std::copy(x + slot[q] * d, x + (slot[q] + 1) * d, srow.begin() + q * d);
+        if (rows_) rows_->load(slot.data(), m);
+        if (lanes_) lanes_->load(slot.data(), m);
         part.assign((size_t)ns * np, VD{});
-    }
-
-    // Rows of [j0, j0 + rows) (one block of W, j0 a multiple of W) with an unsettled pair among
-    // the G slots qs[0..G): for each slot, W rows' dot products, one FMA per coordinate, in the
-    // order the slots-in-lanes form used (the same bits), then the bound check on all W rows.
-    template <int G>
-    uint32_t screen_block(int64_t j0, const int64_t* qs) const {
-        const V* xb = xs.data() + (size_t)(j0 / W) * d;
-        const T* c[G];
-        for (int i = 0; i < G; ++i) c[i] = srow.data() + qs[i] * d;
-        V s[G];
-        for (int i = 0; i < G; ++i) s[i] = V{};
-        for (int64_t t = 0; t < d; ++t) {
-            const V xt = xb[t];
-            for (int i = 0; i < G; ++i) s[i] += xt * c[i][t];
-        }
-        V a2, du;
-        __builtin_memcpy(&a2, an2.data() + j0, sizeof(V));
-        __builtin_memcpy(&du, dup.data() + j0, sizeof(V));
-        uint32_t mk = 0;
-        for (int i = 0; i < G; ++i) {
-            const V b2 = an2[slot[qs[i]]] + a2;
-            const V st = b2 - (T)2 * s[i];
-            const V thr = du + K * b2;
-            mk |= undecided(st, thr);
-        }
-        return mk;
-    }
-
-    // Rows of sub-block [a, e) that must take distances for the slots in `need` of panel p
-    // (row order), into defer; returns their count. Slots in lanes: one FMA serves the W slots
-    // of one row; the better form once the slots fill more than half the lanes (no copy of X).
-    int screen_lanes(int64_t a, int64_t e, int64_t p, uint32_t need, int64_t* defer) const {
-        const V* c = panel.data() + (size_t)p * d;
-        int nd = 0;
-        for (int64_t j0 = a; j0 < e; j0 += R) {
-            const int rows = (int)std::min<int64_t>(R, e - j0);
-            const T* xr[R];
-            rows_at(j0, rows, xr);
-            V s[R];
-            for (int r = 0; r < R; ++r) s[r] = V{};
-            for (int64_t t = 0; t < d; ++t) {
-                const V ct = c[t];
-                for (int r = 0; r < R; ++r) s[r] += xr[r][t] * ct;
-            }
-            for (int r = 0; r < rows; ++r) {
-                const int64_t j = j0 + r;
-                const V b2 = pb2[p] + an2[j];
-                const V st = b2 - (T)2 * s[r];
-                const V thr = dup[j] + K * b2;
-                if (undecided(st, thr) & need) defer[nd++] = j;
-            }
-        }
-        return nd;
-    }
-
-    // The same rows from the row-blocked copy xs: one FMA serves W rows of one slot.
-    int screen_rows(int64_t a, int64_t e, int64_t p, uint32_t need, int64_t* defer) const {
-        constexpr int G = 8;  // slots per sweep of a block: independent FMA chains
-        int64_t qs[W + G];
-        int nq = 0;
-        for (int l = 0; l < W; ++l)
-            if (need >> l & 1) qs[nq++] = p * W + l;
-        if (nq == 0) return 0;
-        for (int i = nq; i < nq + G; ++i) qs[i] = qs[nq - 1];  // padding repeats the last slot
-        int nd = 0;
-        for (int64_t j0 = a; j0 < e; j0 += W) {
-            uint32_t mk = 0;
-            for (int g = 0; g < nq; g += G) {
-                const int left = nq - g;
-                mk |= left <= 2 ? screen_block<2>(j0, qs + g)
-                    : left <= 4 ? screen_block<4>(j0, qs + g) : screen_block<G>(j0, qs + g);
-            }
-            const int64_t rows = std::min<int64_t>(W, e - j0);
-            if (rows < W) mk &= (uint32_t)((1ull << rows) - 1);
-            while (mk) {
-                defer[nd++] = j0 + __builtin_ctz(mk);
-                mk &= mk - 1;
-            }
-        }
-        return nd;
     }
 
     // One step: D2 = min(D2, dist to prev) (prev >= 0) and, per sub-block, wsd = sum w D2 and per
@@ -263,7 +125,15 @@ struct PlusPlus {
                 const uint32_t need = p == 0 ? (valid & ~1u) | (lead ? 1u : 0u) : valid;
                 int nd = 0;
                 if (screen) {
-                    nd = xs.empty() ? screen_lanes(a, e, p, need, defer) : screen_rows(a, e, p, need, defer);
+                    if (lanes_) {
+                        nd = lanes_->rows(a, e, p, c, need, defer);
+                    } else {
+                        int64_t qs[W + 8];
+                        int nq = 0;
+                        for (int l = 0; l < W; ++l)
+                            if (need >> l & 1) qs[nq++] = p * W + l;
+                        nd = rows_->rows(a, e, qs, nq, defer);
+                    }
                 } else {
                     for (int64_t j = a; j < e; ++j) defer[nd++] = j;
                 }
@@ -375,7 +245,11 @@ struct PlusPlus {
     // returns the next c uniforms in [0, 1) (1 for the first centre, then trials per step).
     template <typename Fetch>
     void run(int64_t k, int64_t trials, bool screen, Fetch&& fetch, int64_t* idx, double* pot) {
-        if (screen && 2 * (trials + 1) <= W) build_blocks();  // rows in lanes pays (see header)
+        // the screen with fewer FMAs per row: Rows does (trials + 1) / WF, Lanes ceil((trials + 1) / W)
+        if (screen && (double)(trials + 1) / kmscreen::WF < (double)((trials + W) / W))
+            rows_.emplace(x, n, d, parallel);
+        else if (screen)
+            lanes_.emplace(x, n, d, parallel);
         draw(fetch(1), 1, 0, -1, true, idx);
         pass(idx[0], nullptr, 0, false);
         pot[0] = potential(0);

@@ -79,10 +79,12 @@ def test_same_picks_as_the_step_loop(dtype, case, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", ["blobs", "tight", "offset", "duplicates", "weighted", "huge"])
+@pytest.mark.parametrize("case", ["blobs", "tight", "offset", "duplicates", "weighted", "huge",
+                                  "tiny", "mixed", "wide", "one"])
 def test_screened_equals_unscreened(dtype, case):
     # the screen skips only pairs a rounding bound proves no closer than D2, and computes the
-    # others with the unscreened operations: the same picks and potentials, bit for bit
+    # others with the unscreened operations: the same picks and potentials, bit for bit (both
+    # screens of kmeans_screen.hpp: the bfloat16 Rows and the Lanes in X's own precision)
     rng = np.random.default_rng(7)
     w = np.ones(3000)
     if case == "blobs":  # many centres: most pairs settled by the bound
@@ -95,11 +97,19 @@ def test_screened_equals_unscreened(dtype, case):
         X = np.repeat(rng.standard_normal((20, 3)), 150, axis=0).astype(dtype)
     elif case == "huge":  # ||x||^2 overflows float32: the bound proves nothing, all computed
         X = (_clustered(3000, 4, 30, np.float64, seed=4) * (1e18 if dtype == np.float32 else 1e150)).astype(dtype)
+    elif case == "tiny":  # the screen's bfloat16 copy holds subnormals
+        X = (_clustered(3000, 4, 30, np.float64, seed=4) * (1e-39 if dtype == np.float32 else 1e-300)).astype(dtype)
+    elif case == "mixed":  # columns six orders of magnitude apart
+        X = (_clustered(3000, 6, 30, np.float64, seed=6) * np.logspace(-3, 3, 6)).astype(dtype)
+    elif case == "wide":  # many coordinates (the bound's rounding terms grow with d)
+        X = _clustered(3000, 130, 30, dtype, seed=7, std=0.2)
+    elif case == "one":  # a single coordinate: near ties between many rows
+        X = np.round(_clustered(3000, 1, 30, np.float64, seed=8), 2).astype(dtype)
     else:
         X = _clustered(3000, 6, 50, dtype, seed=5, std=0.4)
         w = rng.uniform(0.0, 3.0, 3000)
         w[rng.random(3000) < 0.3] = 0.0
-    for trials in (1, 7, 17):
+    for trials in (1, 7, 15, 17):  # 15: the slots fill the AVX-512 float32 lanes (Lanes screen)
         _, i1, p1 = _seed(X, 120, w, 5, trials, screen=True)
         _, i0, p0 = _seed(X, 120, w, 5, trials, screen=False)
         np.testing.assert_array_equal(i1, i0, err_msg=f"{case} trials={trials}")
