@@ -360,7 +360,7 @@ def test_sizes_are_not_narrowed_to_32_bits():
 
     root = Path(__file__).resolve().parents[1]
     for name in ("csrc/kmeans.cpp", "csrc/kmeans_fused.hpp", "csrc/kmeans_seed.hpp",
-                 "csrc/kmeans_update.hpp", "csrc/kmeans_plusplus.hpp"):
+                 "csrc/kmeans_update.hpp", "csrc/kmeans_plusplus.hpp", "csrc/kmeans_screen.hpp"):
         src = (root / name).read_text()
         assert "static_cast<int>" not in src, name
         assert "int d," not in src and "int k," not in src and "int k_" not in src, name
