@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kmeans_fused.hpp"
@@ -51,15 +52,22 @@ inline float up(double v) {  // the least float >= v (inf beyond float's range)
     return f;
 }
 
-// bit l set where row l must be computed: !(st >= thr) (NaN too) or thr = inf
-inline uint32_t undecided(const V32& st, const V32& thr) {
-    constexpr float inf = std::numeric_limits<float>::infinity();
+// bit l set where lane l must be computed: !(st >= thr) (NaN too) or thr = inf (float or T lanes)
+template <typename VV>
+inline uint32_t undecided(const VV& st, const VV& thr) {
+    using E = std::decay_t<decltype(st[0])>;
+    constexpr E inf = std::numeric_limits<E>::infinity();
 #if defined(__AVX512F__)
-    return _mm512_cmp_ps_mask((__m512)st, (__m512)thr, _CMP_NGE_UQ) |
-           _mm512_cmp_ps_mask((__m512)thr, _mm512_set1_ps(inf), _CMP_EQ_OQ);
+    if constexpr (sizeof(E) == 4)
+        return _mm512_cmp_ps_mask((__m512)st, (__m512)thr, _CMP_NGE_UQ) |
+               _mm512_cmp_ps_mask((__m512)thr, _mm512_set1_ps(inf), _CMP_EQ_OQ);
+    else
+        return _mm512_cmp_pd_mask((__m512d)st, (__m512d)thr, _CMP_NGE_UQ) |
+               _mm512_cmp_pd_mask((__m512d)thr, _mm512_set1_pd(inf), _CMP_EQ_OQ);
 #else
     uint32_t mk = 0;
-    for (int l = 0; l < WF; ++l) mk |= (uint32_t)(!(st[l] >= thr[l]) || thr[l] == inf) << l;
+    for (int l = 0; l < (int)(sizeof(VV) / sizeof(E)); ++l)
+        mk |= (uint32_t)(!(st[l] >= thr[l]) || thr[l] == inf) << l;
     return mk;
 #endif
 }
@@ -192,22 +200,6 @@ struct Lanes {
         pb2.assign(np, V{});
         for (int64_t p = 0; p < np; ++p)
             for (int l = 0; l < W; ++l) pb2[p][l] = an2[rows[std::min<int64_t>(p * W + l, m - 1)]];
-    }
-
-    static uint32_t undecided(const V& st, const V& thr) {  // as kmscreen::undecided, in T
-        constexpr T inf = std::numeric_limits<T>::infinity();
-#if defined(__AVX512F__)
-        if constexpr (sizeof(T) == 4)
-            return _mm512_cmp_ps_mask((__m512)st, (__m512)thr, _CMP_NGE_UQ) |
-                   _mm512_cmp_ps_mask((__m512)thr, _mm512_set1_ps(inf), _CMP_EQ_OQ);
-        else
-            return _mm512_cmp_pd_mask((__m512d)st, (__m512d)thr, _CMP_NGE_UQ) |
-                   _mm512_cmp_pd_mask((__m512d)thr, _mm512_set1_pd(inf), _CMP_EQ_OQ);
-#else
-        uint32_t mk = 0;
-        for (int l = 0; l < W; ++l) mk |= (uint32_t)(!(st[l] >= thr[l]) || thr[l] == inf) << l;
-        return mk;
-#endif
     }
 
     // Rows of [a, e) that a slot of `need` in panel p (c: its values, d vectors) may bring closer
