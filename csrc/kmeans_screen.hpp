@@ -5,8 +5,8 @@
 // fewer FMAs per row chosen per call:
 //  - Rows: a float copy of X in blocks of WF rows, coordinate-major; one FMA serves WF rows of
 //    one slot. For float64 X it also halves what a step streams. On a 2-core Xeon (n = 200k,
-//    d = 32, k = 256, AVX-512) against Lanes: float32 0.89-0.96x the seeding time at the default
-//    7 trials, 0.70-0.75x at 1 trial; float64 0.55-0.69x at 7 trials.
+//    d = 32, k = 256, AVX-512) against Lanes: float32 0.91-0.99x the seeding time at the default
+//    7 trials, 0.74-0.77x at 1 trial; float64 0.55-0.68x at 7 trials.
 //  - Lanes: slots in lanes on X itself, one FMA serving a row's W slots (the slots fill the
 //    lanes: float32 at the default 7 trials on AVX2 and SSE).
 // Both test ||x||^2 + ||c||^2 - 2 x.c >= D2 (rounded up) + K (||x||^2 + ||c||^2) (+ an absolute
