@@ -23,10 +23,6 @@
 #include "kmeans_screen.hpp"
 #include "kmeans_seed.hpp"
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 namespace kmpp {
 
 template <typename T>
@@ -65,7 +61,18 @@ struct PlusPlus {
         while (first_pos < n - 1 && !(w[first_pos] > 0.0)) ++first_pos;
     }
 
-    double wpos(int64_t j) const { return w[j] > 0.0 ? w[j] : 0.0; }
+    // w_j D2_j as a product of two factors that are 0 for a row without weight (0 * inf is NaN),
+    // so that red's sum of w_j gap_j, where every gap is D2, repeats it operation for operation
+    double wd2(int64_t j) const {
+        const bool pos = w[j] > 0.0;
+        return (pos ? w[j] : 0.0) * (pos ? D2[j] : 0.0);
+    }
+
+    // the slots of panel p a pass scores: the candidates, and lane 0 only as the previous winner
+    uint32_t need(int64_t p, bool lead) const {
+        const uint32_t valid = (uint32_t)((1ull << std::min<int64_t>(W, m - p * W)) - 1);
+        return p == 0 ? (valid & ~1u) | (lead ? 1u : 0u) : valid;
+    }
 
     void set_D2(int64_t j, double v) {
         D2[j] = v;
@@ -113,6 +120,8 @@ struct PlusPlus {
     // the same bits as computing every distance. Call without the GIL.
     void pass(int64_t prev, const int64_t* cand, int64_t nc, bool screen) {
         load(prev, cand, nc);
+        if (screen && rows_)
+            for (int64_t p = 0; p < np; ++p) rows_->plan(p, need(p, p == 0 && prev >= 0), W);
         int64_t late = 0;
 #pragma omp parallel for schedule(dynamic, 8) if (parallel) reduction(+ : late)
         for (int64_t b = 0; b < ns; ++b) {
@@ -121,19 +130,10 @@ struct PlusPlus {
             for (int64_t p = 0; p < np; ++p) {
                 const V* c = panel.data() + (size_t)p * d;
                 const bool lead = p == 0 && prev >= 0;
-                const uint32_t valid = (uint32_t)((1ull << std::min<int64_t>(W, m - p * W)) - 1);
-                const uint32_t need = p == 0 ? (valid & ~1u) | (lead ? 1u : 0u) : valid;
                 int nd = 0;
                 if (screen) {
-                    if (lanes_) {
-                        nd = lanes_->rows(a, e, p, c, need, defer);
-                    } else {
-                        int64_t qs[W + 8];
-                        int nq = 0;
-                        for (int l = 0; l < W; ++l)
-                            if (need >> l & 1) qs[nq++] = p * W + l;
-                        nd = rows_->rows(a, e, qs, nq, defer);
-                    }
+                    nd = lanes_ ? lanes_->rows(a, e, p, c, need(p, lead), defer)
+                                : rows_->rows(a, e, p, defer);
                 } else {
                     for (int64_t j = a; j < e; ++j) defer[nd++] = j;
                 }
@@ -161,13 +161,13 @@ struct PlusPlus {
                     ((red[0] + red[1]) + (red[2] + red[3])) + ((red[4] + red[5]) + (red[6] + red[7]));
             }
             // after the lead update: sum w D2 of the sub-block in red's order and with its
-            // operations (zero-weight rows add exact zeros), so that where every row's gap is its
-            // D2 (all D2' = 0: the draw falls back to weights) the difference is exactly 0
+            // operations (wd2), so that where every row's gap is its D2 (all D2' = 0: the draw
+            // falls back to weights) the difference is exactly 0
             double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             int64_t j = a;
             for (; j + 8 <= e; j += 8)
-                for (int l = 0; l < 8; ++l) acc[l] += wpos(j + l) * (w[j + l] > 0.0 ? D2[j + l] : 0.0);
-            for (int l = 0; j + l < e; ++l) acc[l] += wpos(j + l) * (w[j + l] > 0.0 ? D2[j + l] : 0.0);
+                for (int l = 0; l < 8; ++l) acc[l] += wd2(j + l);
+            for (int l = 0; j + l < e; ++l) acc[l] += wd2(j + l);
             wsd[b] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         }
         deferred = late;

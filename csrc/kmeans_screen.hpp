@@ -21,7 +21,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -30,7 +29,7 @@
 
 #include "kmeans_fused.hpp"
 
-#if defined(__SSE4_1__)
+#if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -78,8 +77,12 @@ struct Rows {
     int64_t n, d, nb;
     std::vector<V32> xs;          // nb x d: float(x), WF rows a vector, row n - 1 repeated as padding
     std::vector<float> a2, dup;   // per row (nb * WF): ||x~||^2 in float; D2 rounded up (inf: none yet)
+    static constexpr int G = 8;   // slots per sweep of a block: independent FMA chains
     std::vector<float> sc;        // slots x d: the slots' x~
-    std::vector<int64_t> srow;    // slots: their rows
+    std::vector<float> sb2;       // slots: their ||x~||^2
+    std::vector<int64_t> qs;      // per panel, stride: the slots it scores, padded by G - 1 copies
+    std::vector<int> nq;          // per panel: how many
+    int64_t stride = 0;
     float K, ABS;
 
     Rows(const T* x_, int64_t n_, int64_t d_, bool parallel)
@@ -104,10 +107,28 @@ struct Rows {
     void bound(int64_t j, double D2) { dup[j] = up(D2 * (1.0 + 16.0 * (double)U32R)); }
 
     void load(const int64_t* rows, int64_t m) {
-        srow.assign(rows, rows + m);
         sc.resize((size_t)m * d);
-        for (int64_t q = 0; q < m; ++q)
+        sb2.resize(m);
+        for (int64_t q = 0; q < m; ++q) {
             for (int64_t t = 0; t < d; ++t) sc[(size_t)q * d + t] = (float)x[rows[q] * d + t];
+            sb2[q] = a2[rows[q]];
+        }
+    }
+
+    // panel p (of `lanes` slots) scores the slots whose bit is set in need (once per pass,
+    // before the threads share the lists)
+    void plan(int64_t p, uint32_t need, int lanes) {
+        stride = lanes + G;
+        if ((int64_t)nq.size() <= p) {
+            nq.resize(p + 1);
+            qs.resize((size_t)(p + 1) * stride);
+        }
+        int64_t* q = qs.data() + (size_t)p * stride;
+        int c = 0;
+        for (int l = 0; l < lanes; ++l)
+            if (need >> l & 1) q[c++] = p * lanes + l;
+        nq[p] = c;
+        for (int i = c; c > 0 && i < c + G - 1; ++i) q[i] = q[c - 1];  // padding repeats the last
     }
 
     template <int G>
@@ -127,7 +148,7 @@ struct Rows {
         du += ABS;
         uint32_t mk = 0;
         for (int i = 0; i < G; ++i) {
-            const V32 b2 = aj + a2[srow[qs[i]]];
+            const V32 b2 = aj + sb2[qs[i]];
             const V32 st = b2 - 2.0f * s[i];
             const V32 thr = du + K * b2;
             mk |= undecided(st, thr);
@@ -135,19 +156,19 @@ struct Rows {
         return mk;
     }
 
-    // Rows of [a, e) (a a multiple of WF) that a slot of qs[0..nq) may bring closer, in row
-    // order, into defer; returns their count. qs has room for G - 1 more entries (padding).
-    __attribute__((noinline)) int rows(int64_t a, int64_t e, int64_t* qs, int nq, int64_t* defer) const {
-        constexpr int G = 8;  // slots per sweep of a block: independent FMA chains
-        if (nq == 0) return 0;
-        for (int i = nq; i < nq + G - 1; ++i) qs[i] = qs[nq - 1];  // padding repeats the last slot
+    // Rows of [a, e) (a a multiple of WF) that a slot planned for panel p may bring closer, in
+    // row order, into defer; returns their count. Not inlined into the pass, where GCC kept
+    // some of block()'s G accumulators on the stack inside the coordinate loop.
+    __attribute__((noinline)) int rows(int64_t a, int64_t e, int64_t p, int64_t* defer) const {
+        const int n_q = nq[p];
+        const int64_t* q = qs.data() + (size_t)p * stride;
+        if (n_q == 0) return 0;
         int nd = 0;
         for (int64_t j0 = a; j0 < e; j0 += WF) {
             uint32_t mk = 0;
-            for (int g = 0; g < nq; g += G) {
-                const int left = nq - g;
-                mk |= left <= 2 ? block<2>(j0, qs + g)
-                    : left <= 4 ? block<4>(j0, qs + g) : block<G>(j0, qs + g);
+            for (int g = 0; g < n_q; g += G) {
+                const int left = n_q - g;
+                mk |= left <= 2 ? block<2>(j0, q + g) : left <= 4 ? block<4>(j0, q + g) : block<G>(j0, q + g);
             }
             const int64_t rows = std::min<int64_t>(WF, e - j0);
             if (rows < WF) mk &= (uint32_t)((1ull << rows) - 1);
